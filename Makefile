@@ -1,0 +1,35 @@
+# Two commands on a fresh machine with only Python:
+#   make run    set up .venv if needed, then start the app on the embedded data
+#   make test   set up .venv if needed, then run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup browser bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# Debian's Chromium drives the browser tests (a downloaded browser build is not used).
+browser:
+	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: browser tests will be skipped")
+
+run: setup
+	$(PY) -m streamlit run app.py --server.headless true
+
+test: setup browser
+	$(PY) -m pytest -q
+
+bench: setup
+	for script in bench/*.py; do $(PY) $$script || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
