@@ -1,0 +1,68 @@
+"""FaceLab: learn CNN face classification and verification, hands on.
+
+Entry point: `streamlit run app.py`. Builds the navigation from lib.pages.PAGES
+and the sidebar every page shares (device, data set, runs folder, your name).
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from lib import config
+from lib.device import device_label
+from lib.pages import PAGES
+from pages.common import DATA_ROOT_KEY, USER_KEY
+
+st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
+
+
+@st.cache_resource(show_spinner=False)
+def _device() -> str:
+    return device_label()
+
+
+def _datasets() -> list[str]:
+    try:
+        from lib.data import find_datasets
+        return [str(path) for path in find_datasets()]
+    except Exception:  # a broken data root must not take the whole app down
+        return [str(config.EMBEDDED_DATA)]
+
+
+def _sidebar() -> None:
+    with st.sidebar:
+        st.caption(f"Device: **{_device()}**")
+        options = _datasets()
+        if st.session_state.get(DATA_ROOT_KEY) not in options:
+            st.session_state[DATA_ROOT_KEY] = options[0]
+        st.selectbox("Data set", options, key=DATA_ROOT_KEY, format_func=_dataset_label,
+                     help="Folders in the HW2P2 layout found under the data roots. Add roots with the "
+                          f"{config.DATA_ROOTS_ENV} environment variable (see the README).")
+        st.text_input("Your name", key=USER_KEY, placeholder="shown next to the runs you launch",
+                      max_chars=40)
+        st.caption(f"Runs folder: `{_short(config.runs_dir())}`")
+
+
+def _dataset_label(path: str) -> str:
+    name = path.rstrip("/").split("/")[-1]
+    return f"{name} (embedded)" if path == str(config.EMBEDDED_DATA) else name
+
+
+def _short(path) -> str:
+    try:
+        return str(path.relative_to(config.PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def main() -> None:
+    sections: dict[str, list] = {}
+    for info in PAGES:
+        if (config.PROJECT_ROOT / info.path).exists():
+            page = st.Page(info.path, title=info.title, icon=info.icon, default=info.path == "pages/home.py")
+            sections.setdefault(info.section, []).append(page)
+    navigation = st.navigation(sections)
+    _sidebar()
+    navigation.run()
+
+
+main()

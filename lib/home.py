@@ -1,0 +1,35 @@
+"""Facts the home page shows, gathered without Streamlit."""
+from __future__ import annotations
+
+import json
+
+from lib import config
+from lib.pages import PAGES, PageInfo
+
+
+def workflow_steps() -> list[PageInfo]:
+    """Every page but home whose file exists, in workflow order."""
+    return [p for p in PAGES if p.path != "pages/home.py" and (config.PROJECT_ROOT / p.path).exists()]
+
+
+def demo_summary() -> list[dict]:
+    """One row per shipped demo checkpoint with its headline metrics (from its meta.json)."""
+    rows = []
+    for meta_path in sorted(config.CHECKPOINTS_DIR.glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        metrics = meta.get("metrics", {})
+        rows.append({
+            "checkpoint": meta_path.parent.name,
+            "loss": meta.get("loss", "?"),
+            "dev top-1": _fmt(metrics.get("dev_top1")),
+            "verification AUC": _fmt(metrics.get("auc")),
+            "EER": _fmt(metrics.get("eer")),
+        })
+    return rows
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"

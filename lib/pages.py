@@ -1,0 +1,36 @@
+"""The app's pages in workflow order: one registry used by app.py for navigation
+and by the home page for its guided tour."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    path: str
+    title: str
+    icon: str
+    section: str
+    summary: str
+
+
+PAGES = (
+    PageInfo("pages/home.py", "Home", ":material/home:", "FaceLab",
+             "What FaceLab teaches and where to start."),
+    PageInfo("pages/build.py", "Build", ":material/construction:", "1 - Build",
+             "Assemble a CNN block by block and watch parameters and MACs change."),
+    PageInfo("pages/augment.py", "Augment", ":material/auto_fix_high:", "2 - Augment",
+             "Preview augmentations on real faces, seeded and step by step, with MixUp and CutMix."),
+    PageInfo("pages/train.py", "Train", ":material/model_training:", "3 - Train",
+             "Launch a training job in the background: a loss, an optimizer, a recipe."),
+    PageInfo("pages/runs.py", "Runs", ":material/monitoring:", "3 - Train",
+             "Watch jobs live, cancel or resume them, and compare runs."),
+    PageInfo("pages/embeddings.py", "Embeddings", ":material/scatter_plot:", "4 - Explore",
+             "CE vs ArcFace vs CosFace vs SphereFace: embedding plots, ROC, EER, thresholds."),
+    PageInfo("pages/saliency.py", "Saliency", ":material/visibility:", "4 - Explore",
+             "What the network looks at, for a class and for a verification pair."),
+    PageInfo("pages/margins.py", "Margins", ":material/architecture:", "4 - Explore",
+             "The geometry of margin losses, and a toy that trains live in seconds."),
+    PageInfo("pages/inspect.py", "Inspect", ":material/folder_open:", "4 - Explore",
+             "Open any checkpoint (or upload one): spec, counts, metrics, embeddings."),
+)
