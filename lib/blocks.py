@@ -4,11 +4,20 @@ Every block takes ``(in_chs, out_chs, stride=1, **options)``; the options a
 block understands, with their defaults, are listed in its ``options`` class
 attribute, so the spec, the Build page and the code generator all learn them
 from one place. ``BLOCKS`` maps a block's name to its class.
+
+Each block also has a static ``count(tally, out_chs, stride, **options)`` that
+walks the same layers, under the same names, through a lib.counting.Tally:
+lib/profile.py counts a model from it without building one.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # blocks describe themselves to a Tally; they never need to import it
+    from lib.counting import Tally
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU, "none": nn.Identity}
 
@@ -91,6 +100,14 @@ def shortcut(in_chs: int, out_chs: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs))
 
 
+def count_shortcut(t: Tally, out_chs: int, stride: int) -> Tally:
+    """The shortcut as a branch of ``t`` (join it back after the main path)."""
+    skip = t.branch("shortcut.")
+    if stride != 1 or t.chs != out_chs:
+        skip.conv("0", out_chs, 1, stride).norm("1")
+    return skip
+
+
 class ConvBlock(nn.Module):
     """x -> conv(k) -> BN -> act. A plain VGG-style layer, no shortcut."""
 
@@ -103,6 +120,11 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+    @staticmethod
+    def count(t: Tally, out_chs, stride=1, kernel_size=3, act="relu", drop_path=0.0) -> Tally:
+        """The same layers as __init__, counted on paper (lib/counting.py)."""
+        return t.conv_norm_act("conv", out_chs, kernel_size, stride, act=act)
 
 
 class BasicBlock(nn.Module):
@@ -127,6 +149,13 @@ class BasicBlock(nn.Module):
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
         return self.act2(self.drop_path(out) + self.shortcut(x))
+
+    @staticmethod
+    def count(t: Tally, out_chs, stride=1, se_ratio=0.0, act="relu", drop_path=0.0) -> Tally:
+        skip = count_shortcut(t, out_chs, stride)
+        t.conv("conv1", out_chs, 3, stride).norm("bn1").act("act1", act)
+        t.conv("conv2", out_chs, 3).norm("bn2").squeeze_excite("se", se_ratio)
+        return t.join(skip).act("act2", act)
 
 
 class Bottleneck(nn.Module):
@@ -153,6 +182,15 @@ class Bottleneck(nn.Module):
         out = self.spatial(self.reduce(x))
         out = self.se(self.bn(self.expand(out)))
         return self.act(self.drop_path(out) + self.shortcut(x))
+
+    @staticmethod
+    def count(t: Tally, out_chs, stride=1, expansion=4, groups=1, base_width=64, se_ratio=0.0,
+              act="relu", drop_path=0.0) -> Tally:
+        width = bottleneck_width(out_chs, expansion, groups, base_width)
+        skip = count_shortcut(t, out_chs, stride)
+        t.conv_norm_act("reduce", width, 1, act=act).conv_norm_act("spatial", width, 3, stride, groups, act=act)
+        t.conv("expand", out_chs, 1).norm("bn").squeeze_excite("se", se_ratio)
+        return t.join(skip).act("act", act)
 
 
 def bottleneck_width(out_chs: int, expansion: float, groups: int, base_width: int) -> int:
@@ -186,6 +224,16 @@ class InvertedResidual(nn.Module):
         out = self.bn(self.project(out))
         return x + self.drop_path(out) if self.use_residual else out
 
+    @staticmethod
+    def count(t: Tally, out_chs, stride=1, expansion=6, kernel_size=3, se_ratio=0.0, act="relu6",
+              drop_path=0.0) -> Tally:
+        hidden = int(round(t.chs * expansion))
+        if expansion != 1:
+            t.conv_norm_act("expand", hidden, 1, act=act)
+        t.conv_norm_act("depthwise", hidden, kernel_size, stride, groups=hidden, act=act)
+        t.squeeze_excite("se", se_ratio)
+        return t.conv("project", out_chs, 1).norm("bn")
+
 
 class ConvNeXtBlock(nn.Module):
     """[downsample: norm -> 2x2 conv stride 2] x -> 7x7 depthwise -> norm -> 1x1 (4x) -> GELU -> 1x1
@@ -217,6 +265,16 @@ class ConvNeXtBlock(nn.Module):
             out = out * self.gamma
         return x + self.drop_path(out)
 
+    @staticmethod
+    def count(t: Tally, out_chs, stride=1, expansion=4, kernel_size=7, norm="layer", layer_scale=1e-6,
+              act="gelu", drop_path=0.0) -> Tally:
+        if stride != 1 or t.chs != out_chs:
+            t.norm("downsample.0", norm).conv("downsample.1", out_chs, stride, stride, bias=True, padding=0)
+        t.conv("depthwise", out_chs, kernel_size, groups=out_chs, bias=True).norm("norm", norm)
+        t.conv("pointwise1", int(round(out_chs * expansion)), 1, bias=True).act("act", act)
+        t.conv("pointwise2", out_chs, 1, bias=True)
+        return t.layer_scale("gamma") if layer_scale > 0 else t
+
 
 class DepthwiseSeparable(nn.Module):
     """x -> kxk depthwise (stride) -> BN -> ReLU [-> SE] -> 1x1 pointwise -> BN -> ReLU.
@@ -233,6 +291,11 @@ class DepthwiseSeparable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.se(self.depthwise(x)))
+
+    @staticmethod
+    def count(t: Tally, out_chs, stride=1, kernel_size=3, se_ratio=0.0, act="relu", drop_path=0.0) -> Tally:
+        t.conv_norm_act("depthwise", t.chs, kernel_size, stride, groups=t.chs, act=act)
+        return t.squeeze_excite("se", se_ratio).conv_norm_act("pointwise", out_chs, 1, act=act)
 
 
 BLOCKS: dict[str, type[nn.Module]] = {
