@@ -1,0 +1,250 @@
+"""Evaluation: embeddings, verification metrics, identification accuracy, geometry.
+
+Verification compares two faces by the cosine similarity of their normalized
+embeddings and calls them the same person when it passes a threshold. Sweeping
+the threshold gives the ROC curve; the numbers below summarise it:
+
+- AUC: area under the ROC curve (1 = perfect ranking, 0.5 = chance).
+- EER: the error rate where false accepts (FPR) equal false rejects (1 - TPR).
+- TPR at FPR f: the share of same-person pairs accepted while at most a share f
+  of different-person pairs get through.
+- Best accuracy: over all thresholds (optimistic: the threshold saw the labels);
+  the LFW 10-fold accuracy picks the threshold on 9 folds and tests on the 10th.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+FPR_TARGETS = (1e-1, 1e-2, 1e-3)
+_FPR_NAMES = {1e-1: "1e-1", 1e-2: "1e-2", 1e-3: "1e-3"}
+
+
+def _prepare(images: torch.Tensor, mean, std, device) -> torch.Tensor:
+    """uint8 [N,C,H,W] -> float, scaled to [0, 1] and normalized with the data set's mean/std."""
+    x = images.to(device).float().div_(255.0)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def _check_images(images, mean, std) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError("images must be a uint8 tensor [N, C, H, W], got "
+                         f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
+    if len(mean) != images.shape[1] or len(std) != images.shape[1]:
+        raise ValueError(f"mean and std need one value per channel ({images.shape[1]}), "
+                         f"got {len(mean)} and {len(std)}")
+
+
+def _batched(model, images, mean, std, batch_size, device, fn) -> torch.Tensor:
+    """Run ``fn(model, x)`` over the images in eval mode without gradients; restore the mode."""
+    _check_images(images, mean, std)
+    was_training = model.training
+    model.to(device).eval()
+    outputs = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = _prepare(images[start:start + batch_size], mean, std, device)
+                outputs.append(fn(model, x).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def embed(model, images, mean, std, batch_size=256, flip=False, device="cpu") -> torch.Tensor:
+    """L2-normalized embeddings [N, D]. With ``flip`` the embeddings of the image
+    and of its mirror image are summed before normalizing (test-time augmentation)."""
+    def fn(net, x):
+        e = net.embed(x)
+        return e + net.embed(torch.flip(x, dims=[3])) if flip else e
+
+    return F.normalize(_batched(model, images, mean, std, batch_size, device, fn), dim=1)
+
+
+def classify(model, images, mean, std, batch_size=256, device="cpu") -> torch.Tensor:
+    """The model's classifier logits [N, num_classes]."""
+    return _batched(model, images, mean, std, batch_size, device, lambda net, x: net(x))
+
+
+def pair_scores(embeddings, pairs) -> torch.Tensor:
+    """Cosine similarity of each pair (rows of ``pairs`` index into ``embeddings``)."""
+    embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
+    pairs = torch.as_tensor(np.asarray(pairs), dtype=torch.long)
+    return F.cosine_similarity(embeddings[pairs[:, 0]], embeddings[pairs[:, 1]], dim=1)
+
+
+def topk_accuracy(logits, labels, ks=(1, 5)) -> dict:
+    """Share of samples whose true class is among the k highest logits, for each k."""
+    logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return {k: float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
+
+
+@dataclass
+class VerificationResult:
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+    auc: float
+    eer: float
+    eer_threshold: float
+    tpr_at_fpr: dict
+    best_accuracy: float
+    best_threshold: float
+    kfold_mean: float
+    kfold_std: float
+    kfold_accuracies: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def summary(self) -> dict:
+        """Scalars only (JSON-ready), with the key names used in checkpoint metrics."""
+        out = {"auc": self.auc, "eer": self.eer, "eer_threshold": self.eer_threshold}
+        out.update({f"tpr_at_fpr_{_FPR_NAMES.get(f, f)}": v for f, v in self.tpr_at_fpr.items()})
+        out.update(best_accuracy=self.best_accuracy, best_threshold=self.best_threshold,
+                   kfold_mean=self.kfold_mean, kfold_std=self.kfold_std)
+        return {k: float(v) for k, v in out.items()}
+
+
+def _labeled(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs labeled 0/1 (unlabeled pairs, label -1, are left out)."""
+    scores = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64).ravel()
+    labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores and labels differ in length: {scores.size} vs {labels.size}")
+    keep = labels >= 0
+    scores, labels = scores[keep], labels[keep]
+    if np.any(labels > 1) or not np.isfinite(scores).all():
+        raise ValueError("labels must be 1 (same), 0 (different) or -1 (unlabeled), and scores finite")
+    return scores, labels
+
+
+def _cumulative_counts(scores, labels):
+    """Thresholds at each distinct score (descending) with true and false positives at score >= threshold."""
+    order = np.argsort(-scores, kind="mergesort")
+    ranked, truth = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]
+    tps = np.cumsum(truth)[last]
+    return ranked[last], tps, last + 1 - tps
+
+
+def roc(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), one point per distinct score, starting at (0, 0) with threshold inf."""
+    scores, labels = _labeled(scores, labels)
+    positives, negatives = int(labels.sum()), int((labels == 0).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError(f"verification needs both same and different pairs; got {positives} same, "
+                         f"{negatives} different")
+    thresholds, tps, fps = _cumulative_counts(scores, labels)
+    return (np.r_[0.0, fps / negatives], np.r_[0.0, tps / positives], np.r_[np.inf, thresholds])
+
+
+def equal_error_rate(fpr, tpr, thresholds) -> tuple[float, float]:
+    """EER by linear interpolation where FPR meets FNR = 1 - TPR, and the threshold of
+    the first ROC point at which FPR >= FNR."""
+    gap = (1.0 - tpr) - fpr  # falls from 1 to -1 along the curve
+    i = int(np.argmax(gap <= 0))
+    if gap[i] == 0 or i == 0:
+        return float(fpr[i]), float(thresholds[i])
+    t = gap[i - 1] / (gap[i - 1] - gap[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1])), float(thresholds[i])
+
+
+def best_threshold(scores, labels) -> tuple[float, float]:
+    """(threshold, accuracy) maximising accuracy of "same if score >= threshold".
+
+    Among equally good cuts the highest is taken; the threshold sits halfway between
+    the last accepted score and the next lower one, so unseen pairs (the k-fold test
+    fold) are not rejected just for falling a hair below a training score.
+    """
+    scores, labels = _labeled(scores, labels)
+    thresholds, tps, fps = _cumulative_counts(scores, labels)
+    correct = tps + (int((labels == 0).sum()) - fps)
+    j = int(np.argmax(correct))
+    cut = (thresholds[j] + thresholds[j + 1]) / 2 if j + 1 < thresholds.size else thresholds[j]
+    return float(cut), float(correct[j] / labels.size)
+
+
+def kfold_accuracy(scores, labels, folds=10) -> np.ndarray:
+    """LFW protocol: for each fold, the best threshold on the other folds, accuracy on this one.
+
+    Folds are fixed and interleaved (pair i belongs to fold i mod folds), so a pairs
+    file sorted by label still gives folds with both kinds of pair.
+    """
+    scores, labels = _labeled(scores, labels)
+    if labels.size < folds:
+        return np.full(0, np.nan)
+    fold_of = np.arange(labels.size) % folds
+    accuracies = []
+    for fold in range(folds):
+        test = fold_of == fold
+        threshold, _ = best_threshold(scores[~test], labels[~test])
+        accuracies.append(np.mean((scores[test] >= threshold) == labels[test]))
+    return np.asarray(accuracies)
+
+
+def verification_metrics(scores, labels) -> VerificationResult:
+    """All verification numbers from pair scores and 0/1 labels (-1 = unlabeled, ignored)."""
+    fpr, tpr, thresholds = roc(scores, labels)
+    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    eer, eer_threshold = equal_error_rate(fpr, tpr, thresholds)
+    tpr_at = {f: float(tpr[fpr <= f].max()) for f in FPR_TARGETS}
+    threshold, accuracy = best_threshold(scores, labels)
+    folds = kfold_accuracy(scores, labels)
+    return VerificationResult(
+        fpr=fpr, tpr=tpr, thresholds=thresholds, auc=auc, eer=eer, eer_threshold=eer_threshold,
+        tpr_at_fpr=tpr_at, best_accuracy=accuracy, best_threshold=threshold,
+        kfold_mean=float(folds.mean()) if folds.size else float("nan"),
+        kfold_std=float(folds.std()) if folds.size else float("nan"), kfold_accuracies=folds)
+
+
+def verify(model, pair_set, mean, std, flip=False, batch_size=256, device="cpu"):
+    """(VerificationResult, scores) for a PairSet: embed its images once, score its pairs."""
+    embeddings = embed(model, pair_set.images, mean, std, batch_size, flip, device)
+    scores = pair_scores(embeddings, pair_set.pairs)
+    return verification_metrics(scores, pair_set.labels), scores
+
+
+def _angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arccos(np.clip(a @ b.T, -1.0, 1.0)))
+
+
+def geometry(embeddings, labels) -> dict:
+    """Angles (degrees) on the unit sphere that show how compact and how far apart classes are.
+
+    - intra_class_angle: per class, the mean angle between two of its samples; then the mean over
+      classes with at least two samples (every class counts the same, however many images it has).
+    - inter_class_angle: mean angle between two class centers (normalized mean of a class's unit embeddings).
+    - nearest_class_angle: per class, the angle to the nearest other center; mean over classes.
+    - center_sample_angle: {class: mean angle between its center and its samples};
+      mean_center_sample_angle: its mean over classes.
+    """
+    unit = F.normalize(torch.as_tensor(embeddings, dtype=torch.float64), dim=1).numpy()
+    labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
+    classes = np.unique(labels)
+    centers, intra, center_sample = [], [], {}
+    for c in classes:
+        members = unit[labels == c]
+        center = members.mean(axis=0)
+        center = center / max(np.linalg.norm(center), 1e-12)
+        centers.append(center)
+        center_sample[int(c)] = float(_angles_deg(members, center[None]).mean())
+        if len(members) >= 2:
+            pairwise = _angles_deg(members, members)[np.triu_indices(len(members), 1)]
+            intra.append(pairwise.mean())
+    centers = np.stack(centers)
+    between = _angles_deg(centers, centers)
+    off_diagonal = between[np.triu_indices(len(classes), 1)]
+    np.fill_diagonal(between, np.inf)
+    nan = float("nan")
+    return {
+        "intra_class_angle": float(np.mean(intra)) if intra else nan,
+        "inter_class_angle": float(off_diagonal.mean()) if off_diagonal.size else nan,
+        "nearest_class_angle": float(between.min(axis=1).mean()) if len(classes) > 1 else nan,
+        "center_sample_angle": center_sample,
+        "mean_center_sample_angle": float(np.mean(list(center_sample.values()))),
+    }

@@ -1,0 +1,191 @@
+"""Verification metrics against sklearn and known distributions; embeddings on a real FaceNet."""
+import math
+from dataclasses import replace
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+from torch.nn import functional as F
+
+from lib.evaluate import (best_threshold, classify, embed, geometry, kfold_accuracy, pair_scores, roc,
+                          topk_accuracy, verification_metrics)
+from lib.net import FaceNet
+from lib.presets import PRESETS
+from lib.spec import HeadSpec, StageSpec
+
+PHI = NormalDist()
+
+
+def gaussian_pairs(d: float, n: int = 20000, seed: int = 0):
+    """Same-pair scores ~ N(d, 1), different-pair scores ~ N(0, 1): EER = Phi(-d/2)."""
+    rng = np.random.default_rng(seed)
+    scores = np.r_[rng.normal(d, 1.0, n), rng.normal(0.0, 1.0, n)]
+    labels = np.r_[np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)]
+    return scores, labels
+
+
+def test_roc_and_auc_match_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 500)
+    scores = np.round(rng.normal(labels * 0.8, 1.0), 1)  # rounding makes many ties
+    fpr, tpr, thresholds = roc(scores, labels)
+    ref_fpr, ref_tpr, ref_thr = roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr)
+    np.testing.assert_allclose(tpr, ref_tpr)
+    np.testing.assert_allclose(thresholds[1:], ref_thr[1:])
+    assert verification_metrics(scores, labels).auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+@pytest.mark.parametrize("d", [1.0, 2.0, 3.0])
+def test_eer_and_tpr_at_fpr_on_gaussians_with_known_values(d):
+    scores, labels = gaussian_pairs(d)
+    result = verification_metrics(scores, labels)
+    assert result.eer == pytest.approx(PHI.cdf(-d / 2), abs=0.008)
+    assert result.eer_threshold == pytest.approx(d / 2, abs=0.05)
+    assert result.auc == pytest.approx(PHI.cdf(d / math.sqrt(2)), abs=0.005)  # P(same score > different score)
+    for f in (1e-1, 1e-2):
+        assert result.tpr_at_fpr[f] == pytest.approx(PHI.cdf(d - PHI.inv_cdf(1 - f)), abs=0.02)
+    assert result.best_accuracy == pytest.approx(PHI.cdf(d / 2), abs=0.008)
+    assert result.best_threshold == pytest.approx(d / 2, abs=0.1)
+    assert result.kfold_mean == pytest.approx(PHI.cdf(d / 2), abs=0.01)
+
+
+def test_tpr_at_fpr_matches_sklearn_curve():
+    scores, labels = gaussian_pairs(1.5, n=3000, seed=4)
+    result = verification_metrics(scores, labels)
+    ref_fpr, ref_tpr, _ = roc_curve(labels, scores)
+    for f in (1e-1, 1e-2, 1e-3):
+        assert result.tpr_at_fpr[f] == pytest.approx(ref_tpr[ref_fpr <= f].max())
+
+
+def test_best_accuracy_matches_brute_force_over_thresholds():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 300)
+    scores = rng.normal(labels, 1.0)
+    best = max(((np.mean((scores >= t) == labels), t) for t in np.sort(scores)[::-1]), key=lambda p: p[0])
+    threshold, accuracy = best_threshold(scores, labels)
+    assert accuracy == pytest.approx(best[0])
+    assert np.mean((scores >= threshold) == labels) == pytest.approx(accuracy)
+
+
+def brute_force_kfold(scores, labels, folds=10):
+    accuracies = []
+    for fold in range(folds):
+        test = np.array([i % folds == fold for i in range(len(labels))])
+        best_acc, best_t = -1.0, None
+        distinct = sorted(set(scores[~test]), reverse=True)
+        cuts = [(a + b) / 2 for a, b in zip(distinct, distinct[1:])] + distinct[-1:]
+        for t in cuts:  # halfway between neighbouring scores; the highest wins ties
+            acc = np.mean((scores[~test] >= t) == labels[~test])
+            if acc > best_acc:
+                best_acc, best_t = acc, t
+        accuracies.append(np.mean((scores[test] >= best_t) == labels[test]))
+    return np.array(accuracies)
+
+
+def test_lfw_ten_fold_protocol_matches_brute_force_and_is_deterministic():
+    rng = np.random.default_rng(3)
+    labels = np.sort(rng.integers(0, 2, 240))  # sorted by label, as some pair files are
+    scores = rng.normal(labels * 1.2, 1.0)
+    folds = kfold_accuracy(scores, labels)
+    np.testing.assert_allclose(folds, brute_force_kfold(scores, labels))
+    result = verification_metrics(scores, labels)
+    assert result.kfold_mean == pytest.approx(folds.mean()) and result.kfold_std == pytest.approx(folds.std())
+    np.testing.assert_array_equal(kfold_accuracy(scores, labels), folds)
+    separable = verification_metrics(np.r_[np.linspace(0.6, 0.9, 50), np.linspace(-0.5, 0.4, 50)],
+                                     np.r_[np.ones(50), np.zeros(50)].astype(int))
+    assert (separable.kfold_mean, separable.kfold_std, separable.auc, separable.eer) == (1.0, 0.0, 1.0, 0.0)
+
+
+def test_unlabeled_pairs_are_ignored_and_one_class_is_refused():
+    scores, labels = gaussian_pairs(1.0, n=200)
+    with_unlabeled = verification_metrics(np.r_[scores, [5.0, -5.0]], np.r_[labels, [-1, -1]])
+    assert with_unlabeled.auc == pytest.approx(verification_metrics(scores, labels).auc)
+    with pytest.raises(ValueError, match="both same and different"):
+        verification_metrics([0.1, 0.2], [1, 1])
+    summary = with_unlabeled.summary()
+    assert {"auc", "eer", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "kfold_mean"} <= set(summary)
+    assert all(isinstance(v, float) for v in summary.values())
+
+
+def test_pair_scores_are_cosines():
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    scores = pair_scores(embeddings, torch.tensor([[0, 1], [0, 2], [2, 2]]))
+    assert scores.tolist() == pytest.approx([0.0, math.sqrt(0.5), 1.0], abs=1e-6)
+
+
+def test_topk_accuracy_against_a_manual_count():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(40, 7), torch.randint(0, 7, (40,))
+    expected = {}
+    for k in (1, 3, 5):
+        ranked = [sorted(range(7), key=lambda c: -row[c])[:k] for row in logits.tolist()]
+        expected[k] = sum(y in r for y, r in zip(labels.tolist(), ranked)) / 40
+    assert topk_accuracy(logits, labels, ks=(1, 3, 5)) == pytest.approx(expected)
+    assert topk_accuracy(logits[:, :3], labels.clamp(max=2), ks=(1, 5))[5] == 1.0  # k past the class count
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    spec = replace(PRESETS["face_resnet"], num_classes=5,
+                   stages=(StageSpec(block="basic", out_chs=8, stride=2), StageSpec(block="basic", out_chs=16, stride=2)),
+                   head=HeadSpec(embedding_dim=12))
+    torch.manual_seed(0)
+    net = FaceNet(spec)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode differs from train mode
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    return net, images
+
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+def by_hand(net, images):
+    x = (images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return net.embed(x), net.embed(x.flip(3)), net(x)
+
+
+def test_embed_normalizes_and_flip_sums_mirror(tiny_net):
+    net, images = tiny_net
+    net.train()
+    plain = embed(net, images, MEAN, STD, batch_size=4)
+    flipped = embed(net, images, MEAN, STD, batch_size=4, flip=True)
+    assert net.training  # the caller's mode is restored
+    net.eval()
+    e, e_mirror, logits = by_hand(net, images)
+    net.train()
+    torch.testing.assert_close(plain, F.normalize(e, dim=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(flipped, F.normalize(e + e_mirror, dim=1), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(plain, flipped, atol=1e-3)
+    torch.testing.assert_close(plain.norm(dim=1), torch.ones(6))
+    torch.testing.assert_close(classify(net, images, MEAN, STD, batch_size=5), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_embed_rejects_float_images(tiny_net):
+    net, images = tiny_net
+    with pytest.raises(ValueError, match="uint8"):
+        embed(net, images.float(), MEAN, STD)
+    with pytest.raises(ValueError, match="one value per channel"):
+        embed(net, images, (0.5,), (0.2,))
+
+
+def test_geometry_on_a_hand_made_configuration():
+    def at(deg):
+        return [math.cos(math.radians(deg)), math.sin(math.radians(deg)), 0.0]
+
+    # Class 0 at -10 and +10 degrees (center 0), class 1 at 70 and 110 (center 90),
+    # class 2 a single sample at 180 (scaled: norms must not matter).
+    embeddings = torch.tensor([at(-10), at(10), at(70), at(110), [-3.0, 0.0, 0.0]])
+    g = geometry(embeddings, torch.tensor([0, 0, 1, 1, 2]))
+    assert g["intra_class_angle"] == pytest.approx((20 + 40) / 2)
+    assert g["center_sample_angle"] == pytest.approx({0: 10.0, 1: 20.0, 2: 0.0})
+    assert g["mean_center_sample_angle"] == pytest.approx(10.0)
+    assert g["inter_class_angle"] == pytest.approx((90 + 180 + 90) / 3)
+    assert g["nearest_class_angle"] == pytest.approx(90.0)
