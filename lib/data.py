@@ -315,7 +315,7 @@ def _decode_pairs(root: Path, pairs_file: str, rows: list, problems: list[str]) 
     position = {wanted[i]: slot for slot, i in enumerate(kept)}
     pairs, labels, lines = [], [], []
     for number, a, b, label in rows:
-        missing = [f"{n} {bad[n]}" for n in (a, b) if n in bad]
+        missing = [f"{n!r} {bad[n]}" for n in (a, b) if n in bad]
         if missing:
             problems.append(f"line {number}: " + "; ".join(missing))
             continue

@@ -65,8 +65,9 @@ def _check_split(root: Path, split: str, report: DataReport) -> None:
         report.dev_counts = {name: n for name, n in per_class.items() if n}
         report.dev_missing_in_train = images.unknown_classes
         if images.unknown_classes:
-            _problem(report, f"cls_data/dev: {len(images.unknown_classes)} identities are not in train, so they "
-                             f"have no class (their images are skipped): {_names(images.unknown_classes)}")
+            count = len(images.unknown_classes)
+            _problem(report, f"cls_data/dev: {count} {'identity is' if count == 1 else 'identities are'} not in "
+                             f"train, so without a class (images skipped): {_names(images.unknown_classes)}")
         if not len(images):
             _problem(report, "cls_data/dev: no usable image; dev accuracy cannot be measured", fatal=True)
 
