@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from lib.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
 
@@ -81,3 +82,22 @@ PRESETS: dict[str, ModelSpec] = _build_presets()
 IMAGENET_PRESETS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "convnext_tiny",
                     "se_resnet50", "resnext50_32x4d")
 FACE_PRESETS = ("face_resnet", "face_se_resnet", "face_mobilenet", "face_convnext")
+
+
+def resolve_spec(text: str) -> ModelSpec:
+    """A preset name, a path to a spec JSON file, or spec JSON text -> ModelSpec.
+    Raises ValueError saying which of the three failed and why (the spec is not validated here)."""
+    text = text.strip()
+    if text in PRESETS:
+        return PRESETS[text]
+    if text.startswith("{"):
+        return ModelSpec.from_json(text)
+    path = Path(text)
+    if path.suffix.lower() == ".json" or path.exists():
+        if not path.is_file():
+            raise ValueError(f"model: no spec file at {text!r}")
+        try:
+            return ModelSpec.from_json(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: {err}") from None
+    raise ValueError(f"model: {text!r} is not a preset ({', '.join(PRESETS)}) nor a spec JSON file")
