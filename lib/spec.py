@@ -112,8 +112,9 @@ class ModelSpec:
         """Raise ValueError naming the first impossible field; return self when valid."""
         _validate_stem(self)
         size = _spatial_after_stem(self)
-        for index, stage in enumerate(self.stages):
+        for index, (stage, in_chs) in enumerate(zip(self.stages, stage_in_chs(self))):
             _validate_stage(stage, f"stages[{index}]")
+            _validate_hidden_chs(stage, in_chs, f"stages[{index}]")
             size = _spatial_after_stage(stage, size)
             if size < 1:
                 raise ValueError(f"stages[{index}].stride: the feature map collapses below 1x1 "
@@ -206,6 +207,20 @@ def _validate_options(options: dict, stage: StageSpec, where: str) -> None:
         if bottleneck_width(stage.out_chs, options["expansion"], options["groups"], options["base_width"]) < 1:
             raise ValueError(f"{where}.out_chs: {stage.out_chs} is too narrow for expansion "
                              f"{options['expansion']}; the bottleneck would have no channels")
+
+
+def _validate_hidden_chs(stage: StageSpec, in_chs: int, where: str) -> None:
+    """Expanding blocks round width x expansion to whole channels; that must leave at least one."""
+    if stage.block == "inverted_residual":  # expands its input: the stage's input, then its own width
+        chs = min(in_chs, stage.out_chs) if stage.depth > 1 else in_chs
+    elif stage.block == "convnext":  # expands its own width
+        chs = stage.out_chs
+    else:
+        return
+    expansion = stage.block_options()["expansion"]
+    if int(round(chs * expansion)) < 1:
+        raise ValueError(f"{where}.expansion: {expansion} x {chs} channels rounds to 0 hidden channels; "
+                         f"raise the expansion or the width")
 
 
 def _validate_head(head: HeadSpec) -> None:
