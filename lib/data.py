@@ -96,7 +96,8 @@ def find_datasets() -> list[Path]:
         candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for folder in candidates:
             folder = folder.resolve()
-            if has_layout(folder) and folder not in found:
+            # A symlink pointing out of every root is not offered: resolve_dataset refuses it too.
+            if has_layout(folder) and folder not in found and _inside_roots(folder):
                 found.append(folder)
     embedded = config.EMBEDDED_DATA.resolve()
     if embedded in found:
@@ -105,13 +106,19 @@ def find_datasets() -> list[Path]:
     return found
 
 
-def resolve_dataset(path: str | os.PathLike) -> Path:
-    """The resolved folder, if it lies inside a configured data root; ValueError otherwise."""
-    resolved = Path(path).expanduser().resolve()
+def _inside_roots(resolved: Path) -> bool:
     for root in config.data_roots():
         root = root.resolve()
         if resolved == root or root in resolved.parents:
-            return resolved
+            return True
+    return False
+
+
+def resolve_dataset(path: str | os.PathLike) -> Path:
+    """The resolved folder, if it lies inside a configured data root; ValueError otherwise."""
+    resolved = Path(path).expanduser().resolve()
+    if _inside_roots(resolved):
+        return resolved
     roots = ", ".join(str(r) for r in config.data_roots())
     raise ValueError(f"data set {str(path)!r} is not inside a configured data root ({roots}); "
                      f"add its parent folder to {config.DATA_ROOTS_ENV}")
@@ -288,6 +295,10 @@ def load_pairs(root: str | os.PathLike, pairs_file: str = "val_pairs.txt") -> Pa
     ``problems``; ValueError (with line numbers) when the file is missing or no pair is usable."""
     root = Path(root).resolve()
     file = root / pairs_file
+    # The name may come from the UI: a file outside the data set is never read (its lines
+    # would be echoed back in the problems list).
+    if not _inside(root, pairs_file):
+        raise ValueError(f"pairs file {pairs_file!r} is outside the data set folder {root}")
     if not file.is_file():
         raise ValueError(f"{root}: pairs file {pairs_file!r} not found")
     text = file.read_text(encoding="utf-8", errors="replace")
