@@ -1,0 +1,157 @@
+"""A shared classroom host: data only from configured roots, safe uploads, XSRF on,
+no secrets in the repository."""
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lib import config, data
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- data roots
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    """One extra configured root with a data set in it, and a look-alike folder beside it
+    whose name merely starts with the root's name (a string-prefix check would let it in)."""
+    allowed = tmp_path / "course"
+    (allowed / "hw2p2" / "cls_data" / "train").mkdir(parents=True)
+    outside = tmp_path / "course-private"
+    (outside / "cls_data" / "train").mkdir(parents=True)
+    (allowed / "escape").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv(config.DATA_ROOTS_ENV, str(allowed))
+    return allowed, outside
+
+
+def test_data_sets_inside_configured_roots_are_accepted(roots):
+    allowed, _ = roots
+    assert data.resolve_dataset(allowed / "hw2p2") == (allowed / "hw2p2").resolve()
+    assert data.resolve_dataset(config.EMBEDDED_DATA) == config.EMBEDDED_DATA.resolve()
+    assert (allowed / "hw2p2").resolve() in data.find_datasets()
+
+
+@pytest.mark.parametrize("attempt", [
+    "/etc", "/", "~", "..", "data/../..", "{allowed}/../course-private", "{allowed}/escape",
+    "{allowed}/hw2p2/../../course-private", "{outside}", str(ROOT),
+])
+def test_path_traversal_out_of_the_roots_is_rejected(roots, attempt):
+    allowed, outside = roots
+    path = attempt.format(allowed=allowed, outside=outside)
+    with pytest.raises(ValueError, match="not inside a configured data root"):
+        data.resolve_dataset(path)
+
+
+def test_a_symlink_out_of_a_root_is_not_listed_as_a_data_set(roots):
+    allowed, outside = roots
+    listed = data.find_datasets()
+    assert outside.resolve() not in listed
+    assert all(data.resolve_dataset(folder) == folder for folder in listed)  # what is offered can be opened
+
+
+def test_pairs_file_name_cannot_leave_the_data_set(tmp_path):
+    """The pairs file is chosen by name in the UI; a name climbing out of the data set
+    must be refused before the file is read (its lines would be echoed in messages)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("ver_data/a.jpg ver_data/b.jpg 1\nroot:x:0:0:the secret line\n")
+    relative = Path("..") / ".." / ".." / ".." / ".." / ".." / ".." / ".." / secret.relative_to("/")
+    with pytest.raises(ValueError) as caught:
+        data.load_pairs(config.EMBEDDED_DATA, str(relative))
+    assert "the secret line" not in str(caught.value)
+    with pytest.raises(ValueError):
+        data.load_pairs(config.EMBEDDED_DATA, str(secret))
+
+
+def test_pairs_lines_naming_files_outside_the_data_set_are_skipped(tmp_path):
+    root = tmp_path / "set"
+    (root / "ver_data").mkdir(parents=True)
+    real = sorted((config.EMBEDDED_DATA / "ver_data").iterdir())[:2]
+    for image in real:
+        (root / "ver_data" / image.name).write_bytes(image.read_bytes())
+    (tmp_path / "outside.jpg").write_bytes(real[0].read_bytes())
+    (root / "val_pairs.txt").write_text(
+        f"ver_data/{real[0].name} ver_data/{real[1].name} 1\n"
+        f"ver_data/{real[0].name} ver_data/../../outside.jpg 0\n")
+    pairs = data.load_pairs(root)
+    assert len(pairs.pairs) == 1
+    assert all(".." not in path for path in pairs.paths)
+    assert any("outside" in problem for problem in pairs.problems)
+
+
+def test_a_data_root_smuggled_into_session_state_is_replaced(tmp_path):
+    """The sidebar offers only the data sets found under the roots; anything else in the
+    session (a stale or forged value) falls back to the embedded set."""
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    app.session_state["facelab.data_root"] = "/etc"
+    app.run()
+    assert app.session_state["facelab.data_root"] == str(config.EMBEDDED_DATA)
+
+
+# --------------------------------------------------------------------------- server settings
+
+def test_streamlit_settings_protect_a_shared_host():
+    settings = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    server = settings["server"]
+    assert server["enableXsrfProtection"] is True
+    assert 1 <= server["maxUploadSize"] <= 200  # MB: a checkpoint fits, a disk-filler does not
+    assert settings["browser"]["gatherUsageStats"] is False
+
+
+# --------------------------------------------------------------------------- secrets
+
+TEXT_SUFFIXES = {".py", ".md", ".toml", ".txt", ".json", ".cfg", ".ini", ".yml", ".yaml", ".sh", ".env", ""}
+SECRET_PATTERNS = {
+    "private key": re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"),
+    "AWS access key": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+    "Slack token": re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    "Google API key": re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"),
+    "OpenAI-style key": re.compile(r"\bsk-[A-Za-z0-9_\-]{32,}\b"),
+    "Hugging Face token": re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),
+    "assigned secret": re.compile(
+        r"(?i)\b(?:api[_-]?key|secret|password|passwd|token|client_secret|cookie_secret)\b\s*[:=]\s*"
+        r"['\"][A-Za-z0-9+/=_\-]{16,}['\"]"),
+}
+SECRET_FILES = re.compile(r"(^|/)(secrets\.toml|\.env|id_rsa|id_ed25519|.*\.pem|.*\.key)$")
+
+
+def find_secrets(text: str) -> list[str]:
+    return [name for name, pattern in SECRET_PATTERNS.items() if pattern.search(text)]
+
+
+def tracked_files() -> list[str]:
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    return [name for name in listing.stdout.decode().split("\0") if name]
+
+
+def test_the_secret_scanner_finds_key_like_strings():
+    # Built from pieces so that this file itself holds no key-like string.
+    samples = ["AKIA" + "Q" * 16, "gh" + "p_" + "a1" * 20, "-----BEGIN RSA " + "PRIVATE KEY-----",
+               "api_key = '" + "x9" * 12 + "'", "AIza" + "b" * 35]
+    for sample in samples:
+        assert find_secrets(f"config\n{sample}\n"), sample
+    assert not find_secrets("token = st.session_state.get('facelab.user')\npassword: str = ''\n")
+
+
+def test_no_secrets_are_tracked_in_the_repository():
+    files = tracked_files()
+    assert len(files) > 50  # the scan really saw the repository
+    leaks = [name for name in files if SECRET_FILES.search(name)]
+    for name in files:
+        path = ROOT / name
+        if Path(name).suffix.lower() not in TEXT_SUFFIXES or not path.is_file() or path.stat().st_size > 2**21:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        leaks += [f"{name}: {kind}" for kind in find_secrets(text)]
+    assert not leaks, f"key-like strings or secret files are tracked: {leaks}"
+
+
+def test_local_secrets_are_ignored_by_git():
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".streamlit/secrets.toml"], cwd=ROOT)
+    assert ignored.returncode == 0, "add .streamlit/secrets.toml to .gitignore (a login's secrets live there)"
