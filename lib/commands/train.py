@@ -1,0 +1,96 @@
+"""`python -m lib train RUN.json [--out DIR] [--resume]`: one training job, headless.
+
+RUN.json is ``{"name": ..., "model": <preset or spec>, "config": {...}}`` (see
+recipes/). Progress lines go to stdout; the run folder gets config.json,
+metrics.jsonl, progress.json and the checkpoints. SIGTERM (or Ctrl-C) cancels
+gracefully: the current step finishes, ``last`` and the resume state are saved.
+``--resume`` continues DIR from its resume state (RUN.json may then be left out).
+
+Exit codes: 0 done or cancelled, 1 failed (reason in progress.json), 2 bad config.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from lib import config as paths
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run_file", nargs="?", metavar="RUN.json", help="run file (recipes/*.json or your own)")
+    parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<name>-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its resume state")
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the trainer checks it after every step."""
+
+    def __init__(self):
+        self.signal_name = ""
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        print(f"{self.signal_name} received: finishing the current step, then saving", flush=True)
+
+    def __call__(self) -> bool:
+        return bool(self.signal_name)
+
+
+def print_event(event: dict) -> None:
+    kind = event["kind"]
+    if kind == "start":
+        verb = "resuming at" if event["resumed"] else "starting:"
+        print(f"{verb} step {event['step']}/{event['total_steps']} on {event['device']}", flush=True)
+    elif kind == "epoch":
+        print(f"epoch {event['epoch']}: loss {event['train_loss']:.4f} train acc {event['train_acc']:.3f} "
+              f"| dev top-1 {event['dev_top1']:.3f} top-5 {event['dev_top5']:.3f} | AUC {event['auc']:.4f} "
+              f"EER {event['eer']:.4f} | {event['images_per_s']:.0f} img/s, {event['elapsed_s']:.0f} s", flush=True)
+    elif kind == "warning":
+        print(f"warning: {event['message']}", flush=True)
+    elif kind in ("done", "cancelled"):
+        print(f"{kind}: {event['step']}/{event['total_steps']} steps, best AUC {event['best_auc']:.4f}, "
+              f"{event['elapsed_s']:.0f} s", flush=True)
+    elif kind == "failed":
+        print(f"failed: {event['message']}", flush=True)
+
+
+def _load_config(args, out: Path | None):
+    from lib.train import TrainConfig, load_run_file
+    if args.run_file:
+        return load_run_file(args.run_file)
+    if args.resume and out is not None and (out / "config.json").is_file():
+        return TrainConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8"))).validate()
+    raise ValueError("give a RUN.json (or --resume with --out DIR of an existing run)")
+
+
+def _default_out(name: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name) or "run"
+    return paths.runs_dir() / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(args) -> int:
+    from lib.train import fail, train
+    out = Path(args.out) if args.out else None
+    if args.resume and out is None:
+        print("error: --resume needs --out DIR (the run folder to continue)", file=sys.stderr)
+        return 2
+    stop = StopFlag()
+    stop.install()
+    try:
+        config = _load_config(args, out)
+        out = out or _default_out(config.name)
+        print(f"run folder: {out}", flush=True)
+        summary = train(config, out, on_event=print_event, should_stop=stop, resume=args.resume)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if out is not None:
+            fail(out, f"bad configuration: {err}")
+        return 2
+    return 1 if summary["status"] == "failed" else 0

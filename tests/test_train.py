@@ -1,0 +1,190 @@
+"""The training engine: config validation, schedule, EMA, batches, real tiny runs and exact resume."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lib.checkpoint import load_checkpoint
+from lib.ema import ModelEma
+from lib.schedule import WarmupCosine
+from lib.train import Trainer, TrainConfig, config_from_run, train
+from lib.train_data import EpochBatches, load_train_data, make_loader
+from lib.train_loop import margin_stuck_warning
+from lib.train_state import RunFolder
+from tests.train_cases import TINY_MODEL, tiny_config, tiny_run
+
+
+# ----------------------------------------------------------------------------- config
+
+def test_config_round_trips_through_json():
+    config = tiny_config(optimizer="adamw", ema=True, mix="cutmix", mix_alpha=1.0)
+    again = TrainConfig.from_dict(json.loads(config.to_json())).validate()
+    assert again == config
+    assert config.model["name"] == "tiny_face"
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"lr": -1}, "lr"),
+    ({"loss": "softmax"}, "loss"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"epochs": 0}, "epochs"),
+    ({"loss": "arcface", "mix": "mixup"}, "mix"),
+    ({"loss": "arcface", "loss_params": {"margin_rad": 3.0}}, "loss_params"),
+    ({"augment": [{"name": "Blur", "params": {}}]}, "augment"),
+    ({"subset": {"people": 3}}, "subset"),
+    ({"ema": "yes"}, "ema"),
+    ({"init_from": "checkpoints/none-such"}, "init_from"),
+])
+def test_bad_config_names_the_field(change, field):
+    with pytest.raises(ValueError, match=rf"^{field}"):
+        tiny_config(**change)
+
+
+def test_run_file_unknowns_are_rejected():
+    with pytest.raises(ValueError, match="unknown field 'learning_rate'"):
+        config_from_run(tiny_run(learning_rate=0.1))
+    with pytest.raises(ValueError, match="unknown preset 'resnet9'"):
+        config_from_run({"model": "resnet9", "config": {}})
+    assert config_from_run({"model": "face_resnet", "config": {}}).model["name"] == "face_resnet"
+
+
+def test_label_smoothing_reaches_the_loss_unless_loss_params_set_it():
+    assert tiny_config(label_smoothing=0.2).effective_loss_params() == {"label_smoothing": 0.2}
+    config = tiny_config(label_smoothing=0.2, loss="cosface", loss_params={"label_smoothing": 0.0})
+    assert config.effective_loss_params()["label_smoothing"] == 0.0
+
+
+# ----------------------------------------------------------------------------- schedule and EMA
+
+def test_warmup_then_cosine_matches_hand_values():
+    f = WarmupCosine(total_steps=11, warmup_steps=2, min_ratio=0.1)
+    assert f(0) == pytest.approx(0.01)
+    assert f(1) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert f(2) == pytest.approx(1.0)  # cosine starts at the top
+    # 8 steps of cosine after warm-up: step 6 is half way -> 0.1 + 0.9 * 0.5
+    assert f(6) == pytest.approx(0.55)
+    assert f(10) == pytest.approx(0.1)
+    assert WarmupCosine(10, 0, cosine=False)(7) == 1.0
+
+
+def test_ema_follows_the_formula():
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ModelEma(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # decay min(0.5, 1/10 = 0.1) = 0.1 -> 0.1 * 0 + 0.9 * 1
+    assert torch.allclose(ema.module.weight, torch.full((1, 2), 0.9))
+    ema.update(model)  # decay min(0.5, 2/11) -> 0.9 + (1 - 2/11) * 0.1
+    assert torch.allclose(ema.module.weight, torch.full((1, 2), 0.9 + (1 - 2 / 11) * 0.1))
+
+
+# ----------------------------------------------------------------------------- batches
+
+def test_batches_are_reproducible_and_the_same_in_worker_processes():
+    data = load_train_data(tiny_config().data_folder(), subset={"classes": 10})
+    config = tiny_config()
+    batches = EpochBatches(data.train, config.augment, data.mean, data.std, batch_size=8, seed=5)
+    batches.set_epoch(1)
+    in_process = list(make_loader(batches, workers=0))
+    in_worker = list(make_loader(batches, workers=1))
+    assert len(in_process) == len(data.train) // 8
+    for (a, la), (b, lb) in zip(in_process, in_worker):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    batches.set_epoch(1, start=3)  # a resumed epoch starts at its fourth batch
+    assert torch.equal(next(iter(make_loader(batches, 0)))[0], in_process[3][0])
+    # The first batch holds the augmented, normalized versions of the images it names.
+    assert in_process[0][0].dtype == torch.float32 and abs(float(in_process[0][0].mean())) < 1.5
+
+
+# ----------------------------------------------------------------------------- real runs
+
+def test_two_epochs_learn_and_write_the_run_folder(tmp_path):
+    events = []
+    summary = train(tiny_config(), tmp_path, on_event=events.append)
+    assert summary["status"] == "done"
+    records = RunFolder(tmp_path).read_metrics()
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[1]["train_loss"] < records[0]["train_loss"]  # it learns
+    for key in ("step", "train_acc", "lr", "dev_top1", "dev_top5", "auc", "eer", "images_per_s", "elapsed_s"):
+        assert key in records[0]
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress["status"] == "done" and progress["step"] == progress["total_steps"] == records[1]["step"]
+    best = load_checkpoint(tmp_path / "best")
+    assert best.meta["metrics"]["auc"] == max(r["auc"] for r in records)
+    assert best.spec.num_classes == 10 and len(best.meta["classes"]) == 10
+    assert json.loads((tmp_path / "config.json").read_text())["model"] == config_from_run(tiny_run()).model
+    assert [e["kind"] for e in events if e["kind"] in ("start", "epoch", "done")] == ["start", "epoch", "epoch", "done"]
+
+
+def test_cancel_then_resume_gives_the_same_weights_as_one_run(tmp_path):
+    config = tiny_config(ema=True)
+    train(config, tmp_path / "straight")
+    steps = []
+
+    def stop_after_five():
+        steps.append(1)
+        return len(steps) == 5  # mid-epoch 1 (11 steps per epoch)
+
+    first = train(config, tmp_path / "split", should_stop=stop_after_five)
+    assert first["status"] == "cancelled" and first["step"] == 5
+    assert json.loads((tmp_path / "split" / "progress.json").read_text())["status"] == "cancelled"
+    second = train(config, tmp_path / "split", resume=True)
+    assert second["status"] == "done" and second["step"] == second["total_steps"]
+    straight = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "split" / "last" / "model.safetensors"))
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert len(RunFolder(tmp_path / "split").read_metrics()) == 2
+
+
+def test_options_run_mixing_ema_clipping_adamw_and_a_worker(tmp_path):
+    config = tiny_config(epochs=1, optimizer="adamw", lr=2e-3, weight_decay=0.05, mix="cutmix", mix_alpha=1.0,
+                         ema=True, ema_decay=0.9, grad_clip=1.0, workers=1, drop_path_rate=0.1, eval_flip=True)
+    assert train(config, tmp_path)["status"] == "done"
+    record = RunFolder(tmp_path).read_metrics()[0]
+    assert 0.0 <= record["train_acc"] <= 1.0 and math.isfinite(record["train_loss"])
+    resume = torch.load(tmp_path / "resume" / "state.pt", weights_only=True)
+    saved = load_file(str(tmp_path / "last" / "model.safetensors"))
+    # With EMA on, the checkpoint holds the averaged weights, not the raw ones.
+    assert torch.equal(saved["classifier.weight"], resume["ema"]["module"]["classifier.weight"])
+    assert not torch.equal(saved["classifier.weight"], resume["model"]["classifier.weight"])
+    assert load_checkpoint(tmp_path / "last").meta["config"]["drop_path_rate"] == 0.1
+
+
+def test_nan_loss_stops_with_a_clear_reason(tmp_path):
+    train(tiny_config(epochs=1), tmp_path / "ce")
+    weights = load_file(str(tmp_path / "ce" / "best" / "model.safetensors"))
+    weights["classifier.bias"][0] = float("nan")  # a damaged checkpoint to start from
+    save_file(weights, str(tmp_path / "ce" / "best" / "model.safetensors"))
+    summary = train(tiny_config(init_from=str(tmp_path / "ce" / "best")), tmp_path / "bad")
+    assert summary["status"] == "failed"
+    progress = json.loads((tmp_path / "bad" / "progress.json").read_text())
+    assert progress["status"] == "failed"
+    assert "loss became nan at epoch 1, step 1" in progress["message"] and "learning rate" in progress["message"]
+
+
+def test_margin_head_fine_tunes_from_the_ce_classifier(tmp_path):
+    train(tiny_config(epochs=1), tmp_path / "ce")
+    ce = load_checkpoint(tmp_path / "ce" / "best")
+    trainer = Trainer(tiny_config(loss="arcface", init_from=str(tmp_path / "ce" / "best")), tmp_path / "arc")
+    assert torch.equal(trainer.loss_module.weight.detach(), ce.model.classifier.weight)
+    assert torch.equal(trainer.model.stem[0].weight.detach().contiguous(), ce.model.stem[0].weight)
+    other = dict(TINY_MODEL, stages=[dict(TINY_MODEL["stages"][0], out_chs=24), TINY_MODEL["stages"][1]])
+    with pytest.raises(ValueError, match="another architecture"):
+        Trainer(config_from_run({**tiny_run(init_from=str(tmp_path / "ce" / "best")), "model": other}), tmp_path / "x")
+
+
+def test_stuck_margin_loss_is_flagged_with_the_remedy():
+    stuck = {"epoch": 3, "train_acc": 0.004}
+    message = margin_stuck_warning("arcface", stuck, num_classes=298)
+    assert "near chance" in message and "init_from" in message
+    assert margin_stuck_warning("ce", stuck, 298) == ""  # only margin losses are flagged
+    assert margin_stuck_warning("arcface", {"epoch": 1, "train_acc": 0.004}, 298) == ""  # too early to tell
+    assert margin_stuck_warning("sphereface", {"epoch": 3, "train_acc": 0.2}, 298) == ""  # learning
