@@ -1,0 +1,188 @@
+"""The job registry and queue, with real `python -m lib train` subprocesses on a tiny subset."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lib import config, jobs, launcher, runs
+from tests.train_cases import tiny_run
+
+WAIT_S = 240  # generous: the test machine's two cores are shared
+
+
+def tiny(name: str = "tiny", **changes) -> dict:
+    """About 40 images of 4 identities, batch 8: a few steps per epoch, seconds per job."""
+    values = {"epochs": 1, "subset": {"classes": 4, "pairs": 12}}
+    values.update(changes)
+    run = tiny_run(**values)
+    run["name"] = name
+    return run
+
+
+def wait_for(predicate, what: str, queue: jobs.JobQueue | None = None):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if queue is not None:
+            queue.tick()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_finished(queue: jobs.JobQueue, job_id: str) -> jobs.Job:
+    return wait_for(lambda: (job := queue.get(job_id)).finished and job, f"job {job_id} to finish", queue)
+
+
+def log_has(queue: jobs.JobQueue, job_id: str, text: str) -> bool:
+    path = queue.run_dir(job_id) / "log.txt"
+    return path.is_file() and text in path.read_text()
+
+
+def pid_alive(pid: int) -> bool:
+    return launcher.process_state(pid, None)[0]
+
+
+def test_registry_survives_reopening(tmp_path):
+    queue = jobs.JobQueue(tmp_path, max_running=1)
+    first = queue.submit(tiny("first"), "ada")
+    second = queue.submit(tiny("second"), "bob")
+    queue.cancel(second)
+    reopened = jobs.JobQueue(tmp_path, max_running=1)
+    listed = {job.id: job for job in reopened.list_jobs()}
+    assert [job.id for job in reopened.list_jobs()] == [second, first]  # newest first
+    assert (listed[first].state, listed[first].user, listed[first].name) == ("queued", "ada", "first")
+    assert (listed[second].state, listed[second].reason) == ("cancelled", "cancelled before it started")
+    assert json.loads((reopened.run_dir(first) / "run.json").read_text()) == tiny("first")
+    assert reopened.db_path == tmp_path / "jobs.sqlite"
+    with sqlite3.connect(reopened.db_path) as conn:  # WAL: readers never wait for a writer
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_bad_runs_are_refused_at_submit(tmp_path):
+    queue = jobs.JobQueue(tmp_path, max_running=1)
+    with pytest.raises(ValueError, match="^lr"):
+        queue.submit(tiny(lr=-1.0), "ada")
+    with pytest.raises(ValueError, match="^name"):
+        queue.submit({"name": " ", "model": "face_resnet", "config": {}}, "ada")
+    with pytest.raises(ValueError, match="cannot resume a job that is queued"):
+        queue.resume(queue.submit(tiny(), "ada"))
+    assert len(queue.list_jobs()) == 1
+
+
+def test_max_jobs_from_the_environment(monkeypatch):
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "3")
+    assert jobs.default_max_jobs() == 3
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "zero")
+    with pytest.raises(ValueError, match="FACELAB_MAX_JOBS"):
+        jobs.default_max_jobs()
+    monkeypatch.delenv(jobs.MAX_JOBS_ENV)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert jobs.default_max_jobs() == 1  # a CPU-only machine runs one job at a time
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert jobs.default_max_jobs() == 2 and launcher.pick_device(["cuda:0"]) == "cuda:1"
+
+
+TICK = ("import json, sys; from lib.jobs import JobQueue; "
+        "print(json.dumps(JobQueue(sys.argv[1], max_running=2).tick()))")
+
+
+def test_queue_limit_holds_when_sessions_tick_at_once(tmp_path):
+    """Four jobs submitted at once, four app processes ticking at the same moment: two run."""
+    queue = jobs.JobQueue(tmp_path, max_running=2)
+    ids = [queue.submit(tiny(f"job{i}", epochs=50), f"user{i}") for i in range(4)]
+    tickers = [subprocess.Popen([sys.executable, "-c", TICK, str(tmp_path)], cwd=config.PROJECT_ROOT,
+                                stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    started = [json.loads(t.communicate(timeout=60)[0]) for t in tickers]
+    assert sorted(job for batch in started for job in batch) == ids[:2]  # the oldest two, once each
+    states = {job.id: job for job in queue.list_jobs()}
+    assert [states[i].state for i in ids] == ["running", "running", "queued", "queued"]
+    assert all(pid_alive(states[i].pid) for i in ids[:2])
+    assert queue.tick() == []  # still full
+    queue.cancel(ids[2])  # a queued job is cancelled at once
+    queue.cancel(ids[0])
+    assert wait_finished(queue, ids[0]).state == "cancelled"
+    assert queue.get(ids[3]).state == "running"  # the freed slot went to the next in line
+    for job_id in (ids[1], ids[3]):
+        queue.cancel(job_id, force=True)
+        assert wait_finished(queue, job_id).state == "cancelled"
+    assert queue.get(ids[2]).reason == "cancelled before it started"
+
+
+def test_job_runs_to_done(tmp_path):
+    queue = jobs.JobQueue(tmp_path, max_running=1)
+    job_id = queue.submit(tiny("to-the-end"), "ada")
+    assert queue.tick() == [job_id]
+    job = wait_finished(queue, job_id)
+    assert (job.state, job.reason, job.exit_code) == ("done", "", 0)
+    assert job.started <= job.ended and job.attempts == 1 and job.device == "cpu"
+    metrics = runs.read_metrics(job.run_dir)
+    assert [row["epoch"] for row in metrics] == [1]
+    assert 0.0 <= metrics[0]["auc"] <= 1.0
+    assert (job.run_dir / "best" / "meta.json").is_file()
+    assert runs.read_progress(job.run_dir)["status"] == "done"
+    assert "done:" in runs.log_tail(job.run_dir)
+
+
+def test_killed_job_is_failed_on_restart_then_resumes(tmp_path):
+    queue = jobs.JobQueue(tmp_path, max_running=1)
+    job_id = queue.submit(tiny("killed", epochs=2), "ada")
+    queue.tick()
+    wait_for(lambda: log_has(queue, job_id, "starting: step 0/"), "the job to start training")
+    pid = queue.get(job_id).pid
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid), "the process to die")
+    # A fresh app process opening the registry notices the dead job.
+    subprocess.run([sys.executable, "-c", "import sys; from lib.jobs import JobQueue; JobQueue(sys.argv[1])",
+                    str(tmp_path)], cwd=config.PROJECT_ROOT, check=True, timeout=60)
+    job = queue.get(job_id)
+    assert job.state == "failed"
+    assert "stopped without reporting" in job.reason
+    assert "starting: step 0/" in job.log_tail
+    queue.resume(job_id)
+    assert queue.tick() == [job_id]
+    job = wait_finished(queue, job_id)
+    assert (job.state, job.attempts) == ("done", 2)
+    assert len(runs.read_metrics(job.run_dir)) == 2
+    assert runs.read_progress(job.run_dir)["step"] == runs.read_progress(job.run_dir)["total_steps"]
+
+
+def test_cancel_saves_and_resume_continues(tmp_path):
+    queue = jobs.JobQueue(tmp_path, max_running=1)
+    job_id = queue.submit(tiny("cancel-me", epochs=40), "ada")
+    queue.tick()
+    run_dir = queue.run_dir(job_id)
+    wait_for(lambda: runs.read_metrics(run_dir), "the first epoch")
+    queue.cancel(job_id)
+    job = wait_finished(queue, job_id)
+    assert (job.state, job.exit_code) == ("cancelled", 0)
+    assert runs.read_progress(run_dir)["status"] == "cancelled"
+    assert launcher.has_resume_state(run_dir) and (run_dir / "last" / "meta.json").is_file()
+    steps_before = runs.read_progress(run_dir)["step"]
+    queue.resume(job_id)
+    queue.tick()
+    wait_for(lambda: log_has(queue, job_id, f"resuming at step {steps_before}/"), "the resumed run")
+    launches = [line for line in (run_dir / "log.txt").read_text().splitlines() if line.startswith("=== ")]
+    assert len(launches) == 2 and "--resume" in launches[1] and "--resume" not in launches[0]
+    queue.cancel(job_id, force=True)
+    job = wait_finished(queue, job_id)
+    assert (job.state, job.reason) == ("cancelled", "stopped at once on request, without saving")
+
+
+def test_reason_of_a_process_that_ended_without_reporting(tmp_path):
+    queue = jobs.JobQueue(tmp_path, max_running=1)
+    job = queue.get(queue.submit(tiny(), "ada"))
+    assert jobs._outcome(job, -signal.SIGKILL) == (
+        "failed", "the training process was killed by SIGKILL (often: the machine ran out of memory)")
+    assert jobs._outcome(job, 2)[1].startswith("the run's settings were rejected")
+    Path(job.run_dir / "progress.json").write_text(json.dumps({"status": "failed", "message": "loss is NaN"}))
+    assert jobs._outcome(job, 1) == ("failed", "loss is NaN")
