@@ -49,6 +49,7 @@ class Param:
     choices: tuple = ()
     step: float | None = None  # widget step
     odd: bool = False  # kernel sizes must be odd
+    label: str = ""  # widget label when the bare name would hide a special value (e.g. "0 = input size")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def _p(value: float) -> Param:
 
 
 def _size(help_text: str = "output side in pixels; 0 keeps the input size") -> Param:
-    return Param("int", 0, 0, 512, help_text, step=1)
+    return Param("int", 0, 0, 512, help_text, step=1, label="size (0 = input size)")
 
 
 def _sized(size: int):
@@ -183,7 +184,8 @@ _ENTRIES = [
                                    chain_depth=p["chain_depth"], alpha=p["alpha"]))],
         {"severity": Param("int", 3, 1, 10, "strength of each operation", step=1),
          "mixture_width": Param("int", 3, 1, 10, "chains blended together", step=1),
-         "chain_depth": Param("int", -1, -1, 10, "operations per chain (-1: random 1-3)", step=1),
+         "chain_depth": Param("int", -1, -1, 10, "operations per chain (-1: random 1-3)", step=1,
+                             label="chain_depth (-1 = random 1-3)"),
          "alpha": Param("float", 1.0, 0.1, 10.0, "Dirichlet/Beta concentration of the blend weights", step=0.1)}),
     TransformInfo(
         "Normalize", "normalize",
