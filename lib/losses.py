@@ -102,7 +102,8 @@ def batch_hard_triplet(embeddings: torch.Tensor, labels: torch.Tensor, margin: f
     without a negative in the batch are left out; with none left the term is 0.
     """
     unit = F.normalize(embeddings.float(), dim=1)
-    squared = (unit[:, None, :] - unit[None, :, :]).pow(2).sum(-1)
+    # ||a - b||^2 = 2 - 2 a.b for unit vectors: one matrix product instead of a [B, B, D] difference.
+    squared = (2.0 - 2.0 * unit @ unit.T).clamp_min(0.0)
     dist = squared.clamp_min(1e-12).sqrt()
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
