@@ -247,7 +247,7 @@ def validate_params(name: str, params: dict) -> dict:
     return values
 
 
-def build_loss(name: str, embedding_dim: int, num_classes: int, init_weight=None, **params) -> nn.Module:
+def build_loss(name: str, embedding_dim: int, num_classes: int, *, init_weight=None, **params) -> nn.Module:
     """The loss module ``name`` with ``params`` (defaults for the rest).
 
     ``init_weight`` ([num_classes, embedding_dim], e.g. the CE classifier's weight or
