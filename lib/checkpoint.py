@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from lib import config
@@ -82,7 +82,10 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     path = Path(path)
     temp = _temp_beside(path)
     try:
-        torch.save(obj, temp)
+        # Through a Python file: a full disk then surfaces as OSError(ENOSPC) (torch's own
+        # writer only says "iostream error"), and the handle is closed before the unlink.
+        with temp.open("wb") as handle:
+            torch.save(obj, handle)
         _fsync_file(temp)
         os.replace(temp, path)
     finally:
@@ -156,10 +159,11 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, meta: dict,
     folder.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
-        save_file(tensors_for_file(net), str(staged / MODEL_FILE), metadata={"format": "pt"})
+        # Serialized here and written by Python, so a full disk raises OSError with its errno.
+        (staged / MODEL_FILE).write_bytes(save(tensors_for_file(net), metadata={"format": "pt"}))
         loss_tensors = tensors_for_file(loss_module) if loss_module is not None else {}
         if loss_tensors:
-            save_file(loss_tensors, str(staged / LOSS_FILE), metadata={"format": "pt"})
+            (staged / LOSS_FILE).write_bytes(save(loss_tensors, metadata={"format": "pt"}))
         (staged / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n", encoding="utf-8")
         for file in staged.iterdir():
             _fsync_file(file)
