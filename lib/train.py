@@ -13,9 +13,13 @@ The run folder layout is described in lib/train_state.py.
 """
 from __future__ import annotations
 
+import errno
+import gc
 import math
 import random
+import sys
 import time
+import traceback
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -294,10 +298,13 @@ class Trainer:
 def fail(out_dir, message: str, on_event: Callable | None = None) -> dict:
     """Record a failed run in progress.json (keeping what the last progress said about position)."""
     folder = RunFolder(out_dir)
-    folder.create()
     previous = folder.read_progress()
     fields = {key: previous.get(key, 0) for key in ("epoch", "epochs", "step", "total_steps")}
-    folder.write_progress(force=True, status="failed", images_per_s=0.0, eta_s=0.0, message=message, **fields)
+    try:
+        folder.create()
+        folder.write_progress(force=True, status="failed", images_per_s=0.0, eta_s=0.0, message=message, **fields)
+    except OSError as err:  # a disk still full or read-only: the log (stderr) has to tell
+        print(f"failed: {message} (progress.json could not be written: {err.strerror})", file=sys.stderr)
     if on_event:
         on_event({"kind": "failed", "message": message})
     return {"status": "failed", "message": message}
@@ -317,5 +324,30 @@ def train(config: TrainConfig, out_dir, on_event: Callable[[dict], None] | None 
     except ValueError:
         raise
     except Exception as err:  # recorded for the Runs page, then re-raised for the log
-        fail(out_dir, f"{type(err).__name__}: {err}", on_event)
-        raise
+        message = disk_problem(err, out_dir)
+        if message is None:
+            fail(out_dir, f"{type(err).__name__}: {err}", on_event)
+            raise
+        traceback.print_exc()
+    # Outside the handler: the failed write's frames, and the half-written file they hold
+    # open, are gone, so the space is free again for progress.json.
+    gc.collect()
+    return fail(out_dir, message, on_event)
+
+
+DISK_ERRORS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota",
+               errno.EFBIG: "refused a file that large", errno.EROFS: "is read-only"}
+
+
+def disk_problem(err: BaseException, out_dir) -> str | None:
+    """A clear sentence when saving failed because of the disk (full, quota, read-only), else None.
+    torch.save reports such errors wrapped in RuntimeErrors, so the whole chain is searched."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+            return (f"could not save to {out_dir}: the disk {DISK_ERRORS[err.errno]} ({err.strerror}). "
+                    "Everything saved before is intact; free some space (or set FACELAB_RUNS_DIR to a "
+                    "bigger disk) and resume the job.")
+        err = err.__cause__ or err.__context__
+    return None
