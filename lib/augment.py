@@ -23,7 +23,7 @@ from lib.augment_registry import BATCH_MIXES, IMAGE_SIZE, MEAN, STD, TRANSFORMS,
 __all__ = ["TRANSFORMS", "BATCH_MIXES", "DEFAULT_PIPELINE", "TransformInfo", "Param", "validate_pipeline",
            "build_pipeline", "training_transform", "eval_transform", "batch_mix", "BatchMix",
            "pipeline_to_json", "pipeline_from_json", "pipeline_code", "preview_grid", "trace_steps",
-           "mix_preview", "to_display", "default_pipeline", "pipeline_warnings"]
+           "mix_preview", "to_display", "default_pipeline", "pipeline_warnings", "check_runs"]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -169,6 +169,23 @@ def build_pipeline(steps, stats=None) -> v2.Compose:
     """v2.Compose for one uint8 [3, H, W] image. ``stats`` = (mean, std) fills an empty Normalize."""
     steps = validate_pipeline(steps)
     return v2.Compose([t for step in steps for t in build_step(step, stats)])
+
+
+def check_runs(steps, image_size=(64, 64)) -> tuple[int, int]:
+    """Run the pipeline once on a blank image of ``image_size``; the output (height, width), or a
+    ValueError naming the step torchvision refused (e.g. a crop larger than the padded image)."""
+    steps = validate_pipeline(steps)
+    image = torch.zeros(3, *image_size, dtype=torch.uint8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for index, step in enumerate(steps):
+            try:
+                for transform in build_step(step, ((0.5,) * 3, (0.5,) * 3)):
+                    image = transform(image)
+            except (ValueError, RuntimeError, TypeError) as error:
+                size = "x".join(str(v) for v in image.shape[-2:])
+                raise ValueError(f"step {index} ({step['name']}) fails on {size} images: {error}") from None
+    return tuple(image.shape[-2:])
 
 
 def _to_float(mean, std) -> list:

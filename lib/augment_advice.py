@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from lib.augment_registry import TRANSFORMS
 
 
@@ -69,16 +67,6 @@ def _step_warnings(name: str, p: dict, side: int) -> list[str]:
     return notes
 
 
-def _output_size(steps: list[dict], height: int, width: int) -> tuple[int, int]:
-    from lib.augment import build_pipeline  # building lives there; this module only reads the result
-
-    probe = torch.zeros(3, height, width, dtype=torch.uint8)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        out = build_pipeline([s for s in steps if s["name"] != "Normalize"])(probe)
-    return tuple(out.shape[-2:])
-
-
 def pipeline_warnings(steps: list[dict], image_size=(64, 64)) -> list[PipelineWarning]:
     """Warnings for a validated pipeline applied to images of ``image_size`` (height, width)."""
     height, width = image_size
@@ -87,7 +75,9 @@ def pipeline_warnings(steps: list[dict], image_size=(64, 64)) -> list[PipelineWa
     if not [s for s in steps if s["name"] != "Normalize"]:
         found.append(PipelineWarning(None, "", "no augmentation: with a handful of images per identity the network "
                                      "soon memorises them (training accuracy near 100%, dev accuracy far lower)."))
-    out_h, out_w = _output_size(steps, height, width)
+    from lib.augment import check_runs  # building lives there; this module only reads the result
+
+    out_h, out_w = check_runs(steps, (height, width))
     if (out_h, out_w) != (height, width):
         found.append(PipelineWarning(None, "", f"training images come out {out_h}x{out_w} but dev and verification "
                                      f"images stay {height}x{width}: the network would see faces at another scale "

@@ -106,7 +106,7 @@ _ENTRIES = [
         "RandomCrop", "crop & size",
         "Pad the border, then cut a box of the original size at a random place: small shifts of the face.",
         lambda p: [("RandomCrop", dict(size=_sized(p["size"]), padding=p["padding"] or None,
-                                       padding_mode=p["padding_mode"]))],
+                                       pad_if_needed=True, padding_mode=p["padding_mode"]))],
         {"size": _size(),
          "padding": Param("int", 4, 0, 32, "pixels added on every side before cutting", step=1),
          "padding_mode": Param("choice", "reflect", help="how the added border is filled",

@@ -113,6 +113,7 @@ with left:
     st.subheader("Pipeline")
     try:
         steps = augment.validate_pipeline(_editor())
+        augment.check_runs(steps, (height, width))
     except ValueError as error:
         show_error(f"This pipeline cannot run: {error}", "Change the setting named above; nothing else was lost.")
         st.stop()
