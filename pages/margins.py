@@ -1,0 +1,125 @@
+"""Margins: softmax vs SphereFace vs CosFace vs ArcFace, as curves, as regions on the
+unit circle, and as a toy network with 2-D features that trains live."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from lib import explore_margins as geo
+from lib import margin_toy
+from lib.losses import LOSSES
+from pages.common import data_root, show_error
+from pages.explore_ui import show_lesson
+
+st.title("Margins: why ArcFace, CosFace and SphereFace")
+st.markdown(
+    "Margin losses normalize the embedding **and** the class weights, so a class score is "
+    "`s * cos(theta)`: only the **angle theta** between a face's feature and its class weight counts. "
+    "During training a **margin** makes the true class's score harder to win, which forces features "
+    "into tighter cones than plain softmax needs. That is what makes them good for verification.")
+
+# ----------------------------------------------------------------- target logit curves
+st.header("1. The target logit against the angle")
+controls, plot, notes = st.columns([1, 2.2, 1.3])
+with controls:
+    scale = st.slider("scale s", 1.0, 64.0, 30.0, 1.0, key="margins.s",
+                      help="Cosines lie in [-1, 1]; s stretches them so the softmax can become confident.")
+    sphere_m = st.select_slider("SphereFace m", [1, 2, 3, 4], 4, key="margins.sphere_m")
+    cos_m = st.slider("CosFace m (cosine)", 0.0, 0.6, 0.35, 0.05, key="margins.cos_m")
+    arc_m = st.slider("ArcFace m (radians)", 0.0, 1.0, 0.5, 0.05, key="margins.arc_m")
+    st.caption(f"ArcFace m = {arc_m:.2f} rad = **{math.degrees(arc_m):.1f} degrees**")
+margins = {"sphereface": sphere_m, "cosface": cos_m, "arcface": arc_m}
+with plot:
+    st.markdown("**A margin lowers the true class's logit, so training must shrink theta to win.**")
+    st.plotly_chart(geo.logit_figure(geo.logit_curves(scale, margins), scale), key="margins.curves")
+with notes:
+    for number in (28, 29, 30):
+        show_lesson(number, expanded=False)
+    st.caption("Dotted: softmax, which is also every *other* class's logit. The gap between the dotted "
+               "curve and a margin curve is the handicap the true class must overcome.")
+
+# ----------------------------------------------------------------- two classes on the unit circle
+st.header("2. Two classes on the unit circle")
+st.markdown("Two class weights W1 and W2, some angle apart. A feature on the circle belongs to class 1 only "
+            "if class 1 wins **with its margin**; the gray **margin zone** wins for neither, so training "
+            "pushes every feature out of it. Softmax has no zone: the boundary is the bisector.")
+separation = st.slider("angle between W1 and W2 (degrees)", 10, 180, 90, 5, key="margins.separation")
+columns = st.columns(4)
+for column, name in zip(columns, geo.CURVES):
+    m = 0.0 if name == "softmax" else margins[name]
+    regions = geo.two_class_regions(name, scale, m, separation)
+    with column:
+        title = {"softmax": "Softmax", "sphereface": f"SphereFace m={sphere_m}",
+                 "cosface": f"CosFace m={cos_m:.2f}", "arcface": f"ArcFace m={arc_m:.2f}"}[name]
+        st.plotly_chart(geo.regions_figure(regions, separation, title), key=f"margins.regions.{name}")
+        st.metric("margin zone between the classes", f"{regions['zone_deg']:.1f} deg")
+st.caption("Try it: widen the angle between W1 and W2. SphereFace's zone grows with it (multiplicative), "
+           "ArcFace's stays m (additive in angle), CosFace's shrinks (additive in cosine).")
+
+# ----------------------------------------------------------------- live toy
+st.header("3. A live toy: 2-D features, trained in seconds")
+st.markdown("A small network maps each face of a few identities to a **2-D feature** and is trained with "
+            "each loss. Top row: the raw features (dots: training images, crosses: held-out images of the "
+            "same people, dashed: class weight directions). Bottom row: the same features on the unit "
+            "circle (each identity on its own ring so overlaps stay visible).")
+
+
+@st.cache_resource(show_spinner=False)
+def _toy_data(root: str, identities: int):
+    return margin_toy.toy_data(root, identities)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _toy_run(root: str, identities: int, loss: str, params: tuple, steps: int, schedule: str):
+    return margin_toy.train_toy(_toy_data(root, identities), loss, dict(params), steps, schedule)
+
+
+with st.form("margins.toy_form"):
+    left, right = st.columns(2)
+    mode = left.radio("compare", ["losses side by side", "SphereFace m = 1, 2, 3, 4"], key="margins.toy_mode",
+                      horizontal=True)
+    losses = left.multiselect("losses", margin_toy.TOY_LOSSES, ["ce", "sphereface", "cosface", "arcface"],
+                              max_selections=4, key="margins.toy_losses", format_func=lambda n: LOSSES[n].title)
+    identities = right.slider("identities", 3, 8, 6, key="margins.toy_identities")
+    steps = right.select_slider("training steps", [100, 200, 300, 600, 1000], 300, key="margins.toy_steps")
+    schedule = right.radio("schedule", margin_toy.SCHEDULES, index=1, key="margins.toy_schedule", horizontal=True,
+                           help="sequential: cross-entropy for the first half, then the margin loss. "
+                                "Try joint: in 2-D a margin from scratch often stalls with classes stuck.")
+    st.form_submit_button("Train the toys", type="primary")
+
+if mode.startswith("SphereFace"):
+    jobs = [("sphereface", {"m": m}, f"SphereFace m={m}") for m in (1, 2, 3, 4)]
+else:
+    jobs = [(name, {}, LOSSES[name].title.split(" (")[0]) for name in losses]
+if not jobs:
+    show_error("No loss chosen for the toy.", "Pick one to four losses above and press Train the toys.")
+    st.stop()
+try:
+    with st.spinner("Training the toy networks..."):
+        runs = [_toy_run(str(data_root()), identities, name, tuple(sorted(params.items())), steps, schedule)
+                for name, params, _ in jobs]
+        names = _toy_data(str(data_root()), identities).names
+except ValueError as err:
+    show_error(f"The toy cannot train on this data set: {err}",
+               "Pick a data set with at least 3 identities in the sidebar.")
+    st.stop()
+st.plotly_chart(geo.toy_figure(runs, names, [title for _, _, title in jobs]), key="margins.toy_figure")
+table = pd.DataFrame({
+    "loss": [title for _, _, title in jobs],
+    "train accuracy": [f"{r.train_acc:.0%}" for r in runs],
+    "held-out accuracy": [f"{r.dev_acc:.0%}" for r in runs],
+    "spread (deg)": [round(r.intra_angle_deg, 1) for r in runs],
+    "gap (deg)": [round(r.min_gap_deg, 1) for r in runs],
+    "training time (s)": [round(r.seconds, 2) for r in runs],
+})
+left, right = st.columns([3, 2])
+with left:
+    st.dataframe(table, hide_index=True, key="margins.toy_table")
+    st.caption("Spread: mean angle between a training feature and its class's mean direction (small = compact). "
+               "Gap: the emptiest angle between two neighbouring classes' sectors (negative = they overlap).")
+with right:
+    show_lesson(24)
+for number in (26, 27, 31):
+    show_lesson(number, expanded=False)
