@@ -16,9 +16,12 @@ without reporting (killed, machine restarted) is marked failed with its log's ta
 """
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 import secrets
+import shutil
 import signal
 import sqlite3
 import threading
@@ -55,6 +58,39 @@ CREATE TABLE IF NOT EXISTS jobs (
     log_tail TEXT NOT NULL DEFAULT ''
 )
 """
+
+
+class RunsFolderError(ValueError):
+    """The runs folder cannot be written (read-only, full disk): the user's to fix, not a bug."""
+
+
+_STORAGE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_STORAGE_SQLITE = ("unable to open database", "readonly database", "disk i/o error", "database or disk is full")
+
+
+def _storage_errors(method):
+    """A storage failure inside a JobQueue method becomes a RunsFolderError naming the folder
+    and the fix, so every page can show it instead of a traceback."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, sqlite3.OperationalError) as err:
+            if not (getattr(err, "errno", None) in _STORAGE_ERRNOS
+                    or any(text in str(err).lower() for text in _STORAGE_SQLITE)):
+                raise
+            raise RunsFolderError(_storage_message(Path(self.runs_dir), err)) from err
+    return wrapper
+
+
+def _storage_message(folder: Path, err: Exception) -> str:
+    existing = folder if folder.exists() else folder.parent
+    disk = os.statvfs(existing)
+    state = ("is read-only" if not os.access(existing, os.W_OK) else
+             "is on a full disk" if disk.f_bavail * disk.f_frsize < 2**20 else "cannot be written")
+    detail = getattr(err, "strerror", None) or str(err)
+    return (f"the runs folder {folder} {state} ({detail}): jobs cannot be launched or updated, and nothing in "
+            f"it was changed. Make it writable or free some space, or set {config.RUNS_DIR_ENV} to another folder.")
 
 
 @dataclass(frozen=True)
@@ -162,6 +198,7 @@ def _progress_is_fresh(job: Job) -> bool:
 class JobQueue:
     """The job registry of one runs folder, and the queue that starts its jobs."""
 
+    @_storage_errors
     def __init__(self, runs_dir: Path | None = None, max_running: int | None = None):
         self.runs_dir = Path(runs_dir or config.runs_dir())
         self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -202,6 +239,7 @@ class JobQueue:
         return self.runs_dir / job_id
 
     # --- queries -------------------------------------------------------------
+    @_storage_errors
     def list_jobs(self) -> list[Job]:
         """Every job, newest first."""
         conn = self._connect()
@@ -211,6 +249,7 @@ class JobQueue:
             conn.close()
         return [self._job(row) for row in rows]
 
+    @_storage_errors
     def get(self, job_id: str) -> Job:
         conn = self._connect()
         try:
@@ -225,18 +264,29 @@ class JobQueue:
         return runs.read_json(self.run_dir(job_id) / "run.json") or {}
 
     # --- commands ------------------------------------------------------------
+    @_storage_errors
     def submit(self, run: dict, user: str) -> str:
         """Queue a run (validated, written to runs/<id>/run.json); `tick()` starts it."""
         validate_run(run)
-        job_id = new_job_id(run["name"])
-        run_dir = self.run_dir(job_id)
-        run_dir.mkdir(parents=True)
-        _write_json_atomic(run_dir / "run.json", run)
-        with self._transaction() as conn:
-            conn.execute("INSERT INTO jobs (id, name, user, state, created) VALUES (?, ?, ?, 'queued', ?)",
-                         (job_id, run["name"].strip(), (user or "anonymous").strip(), time.time()))
+        for _ in range(100):  # a class launching one recipe in the same second may draw an id twice
+            job_id = new_job_id(run["name"])
+            run_dir = self.run_dir(job_id)
+            try:
+                run_dir.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
+        try:
+            _write_json_atomic(run_dir / "run.json", run)
+            with self._transaction() as conn:
+                conn.execute("INSERT INTO jobs (id, name, user, state, created) VALUES (?, ?, ?, 'queued', ?)",
+                             (job_id, run["name"].strip(), (user or "anonymous").strip(), time.time()))
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # no half-submitted job left behind
+            raise
         return job_id
 
+    @_storage_errors
     def tick(self) -> list[str]:
         """Reap finished jobs, then start queued ones (oldest first) up to the limit.
         Returns the ids started."""
@@ -258,11 +308,13 @@ class JobQueue:
                 started.append(job.id)
         return started
 
+    @_storage_errors
     def reap(self) -> list[str]:
         """Mark jobs whose process has ended as done, failed or cancelled; returns their ids."""
         with self._transaction() as conn:
             return self._reap(conn)
 
+    @_storage_errors
     def cancel(self, job_id: str, force: bool = False) -> None:
         """Queued: cancelled at once. Running: SIGTERM (the engine finishes its step, saves,
         and stops), or SIGKILL with force=True; the state follows when the process exits."""
@@ -279,6 +331,7 @@ class JobQueue:
             if alive:
                 launcher.stop(job.pid, force=force)
 
+    @_storage_errors
     def resume(self, job_id: str) -> None:
         """Queue a failed or cancelled job again; it continues from its saved state
         (`--resume`) when it has one, else starts over."""
