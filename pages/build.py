@@ -1,0 +1,204 @@
+"""Build: assemble a CNN from blocks and watch its parameters, MACs and shapes change live."""
+from __future__ import annotations
+
+import streamlit as st
+
+from lib import spec_edit as edit
+from lib.blocks import BLOCK_TITLES
+from lib.build_notes import BLOCK_NOTES, concept_notes
+from lib.build_view import block_alternatives, budget_gauge, cost_chart, layer_rows, parts_table
+from lib.codegen import to_source
+from lib.presets import FACE_PRESETS, PRESETS
+from lib.profile import human, profile, shape_text
+from lib.spec import ModelSpec
+from pages.common import MODEL_SPEC_KEY, show_error
+
+DRAFT, VALID = "build.draft", "build.valid"  # the spec being edited; the last one that was possible
+NUMBERS = {name: st.column_config.NumberColumn(format="localized") for name in ("parameters", "MACs")}
+
+
+def key(field: str) -> str:
+    return f"build.{field}"
+
+
+def draft() -> ModelSpec:
+    return ModelSpec.from_dict(st.session_state[DRAFT])
+
+
+def widget_values() -> dict:
+    return {name: st.session_state[key(name)] for name in edit.to_fields(draft()) if key(name) in st.session_state}
+
+
+def set_draft(spec: ModelSpec, overwrite: bool = True) -> None:
+    """Store the draft and show it in the widgets (only where a widget has no value yet, unless overwrite)."""
+    st.session_state[DRAFT] = spec.to_dict()
+    for name, value in edit.to_fields(spec).items():
+        if overwrite or key(name) not in st.session_state:
+            st.session_state[key(name)] = value
+
+
+def apply(operation, *args, drop: str = "") -> None:
+    """Widget callback: fold the widgets into the draft, then apply one structural edit."""
+    values = widget_values()
+    values.pop(drop, None)
+    set_draft(operation(edit.from_fields(draft(), values), *args))
+
+
+def block_changed(index: int) -> None:
+    name = f"stage{index}.block"
+    apply(edit.change_block, index, st.session_state[key(name)], drop=name)
+
+
+def stem_changed() -> None:
+    apply(edit.change_stem_kind, st.session_state[key("stem.kind")], drop="stem.kind")
+
+
+FORMATS = {"block": lambda block: BLOCK_TITLES[block],
+           "kind": lambda kind: {"conv": "conv (ResNet)", "patchify": "patchify (ConvNeXt)"}[kind]}
+
+
+def widget(container, name: str, info: edit.Field, **callback):
+    """One widget for one spec field, bound to its session-state key (the value lives there)."""
+    label, help_text, k = info.label, info.help or None, key(name)
+    if info.kind == "choice":
+        fmt = FORMATS.get(name.split(".")[-1], str)
+        return container.selectbox(label, info.choices, key=k, help=help_text, format_func=fmt, **callback)
+    if info.kind == "bool":
+        return container.checkbox(label, key=k, help=help_text, **callback)
+    cast = float if info.kind == "float" else int
+    return container.number_input(label, cast(info.low), cast(info.high), step=cast(info.step), key=k, help=help_text)
+
+
+# -- state: the draft from the widgets, and the last valid model ---------------------------------
+if DRAFT not in st.session_state:
+    set_draft(PRESETS["face_resnet"])
+set_draft(draft(), overwrite=False)  # widgets Streamlit forgot while another page was open
+spec = edit.from_fields(draft(), widget_values())
+st.session_state[DRAFT] = spec.to_dict()
+error = None
+try:
+    result = profile(spec)
+    st.session_state[VALID] = spec.to_dict()
+except ValueError as err:
+    error = str(err)
+    result = profile(ModelSpec.from_dict(st.session_state.get(VALID, PRESETS["face_resnet"].to_dict())))
+budget = int(st.session_state.get(key("budget_m"), 35.0) * 1e6)
+stage_index = min(st.session_state.get(key("explain"), 0), max(len(result.stages) - 1, 0))
+notes = concept_notes(result, stage_index, budget)
+
+# -- header and totals ----------------------------------------------------------------------------
+st.title("Build a model")
+st.caption("Start from a preset or a blank model and change it block by block: every number is recounted as you edit.")
+top = st.columns([2.2, 0.8, 0.8, 1.2, 1.2, 1.2], vertical_alignment="bottom")
+top[0].selectbox("Start from", list(PRESETS), index=list(PRESETS).index("face_resnet"), key=key("preset"),
+                 format_func=lambda n: f"{n} ({'64x64 faces' if n in FACE_PRESETS else 'ImageNet 224x224'})")
+top[1].button("Load", on_click=lambda: set_draft(PRESETS[st.session_state[key("preset")]]), width="stretch")
+top[2].button("Blank", on_click=lambda: set_draft(edit.blank_spec()), width="stretch")
+widget(top[3], "input_size", edit.MODEL_FIELDS["input_size"])
+widget(top[4], "num_classes", edit.MODEL_FIELDS["num_classes"])
+top[5].number_input("Budget (M parameters)", 0.1, 10_000.0, 35.0, step=1.0, key=key("budget_m"))
+
+if error:
+    show_error(f"This model is impossible: {error}",
+               f"change **{edit.error_field(error) or 'the field named above'}**. "
+               "Everything below still shows the last possible model.")
+totals = st.columns([1.1, 1, 1, 1.3])
+totals[0].metric("Parameters", f"{result.params:,}", help="Learned weights and biases (BatchNorm buffers excluded).")
+totals[0].caption(f"model: {result.spec.name}")
+totals[1].metric("MACs per image", human(result.macs), help=f"{result.macs:,} multiply-accumulates of conv and "
+                 "linear layers for one image.")
+totals[1].caption(f"1 MAC = 2 FLOPs: {human(2 * result.macs)} FLOPs")
+totals[2].metric("Activation memory", human(result.activation_bytes, "B"),
+                 help="float32 values the layers write for one image in a forward pass; training keeps about "
+                      "this much per image of the batch for the backward pass.")
+totals[2].caption("per image, float32")
+totals[3].caption(f"Parameters against the budget (black line: {budget / 1e6:g}M)")
+totals[3].plotly_chart(budget_gauge(result.params, budget), width="stretch", config={"displayModeBar": False})
+st.markdown(notes[13])
+
+table_col, chart_col = st.columns([1.8, 1], gap="medium")
+table_col.dataframe(parts_table(result), hide_index=True, width="stretch", column_config=NUMBERS)
+table_col.markdown(notes[9])
+chart_col.plotly_chart(cost_chart(result), width="stretch", config={"displayModeBar": False})
+
+
+def stage_editor(index: int, stage) -> None:
+    with st.container(border=True):
+        head = st.columns([5, 1, 1, 1], vertical_alignment="center")
+        shown = result.stages[index] if not error and index < len(result.stages) else None
+        head[0].markdown(f"**Stage {index + 1}**" + (f" -> {shape_text(shown.out_shape)}, {shown.params:,} params"
+                                                    if shown else ""))
+        for column, (name, label, operation, args, off, tip) in zip(head[1:], (
+                ("up", "↑", edit.move_stage, (index, -1), index == 0, "Move this stage up"),
+                ("down", "↓", edit.move_stage, (index, 1), index == len(spec.stages) - 1, "Move this stage down"),
+                ("remove", "✕", edit.remove_stage, (index,), False, "Remove this stage"))):
+            column.button(label, key=key(f"{name}{index}"), on_click=apply, args=(operation, *args), disabled=off,
+                          help=tip)
+        cols = st.columns([2.2, 1, 1, 1]) + st.columns(4)
+        for position, name in enumerate(edit.stage_fields(stage)):
+            callback = {"on_change": block_changed, "args": (index,)} if name == "block" else {}
+            widget(cols[position], f"stage{index}.{name}", edit.STAGE_FIELDS[name], **callback)
+        if error and edit.error_field(error).startswith(f"stages[{index}]"):
+            st.error(error)
+
+
+left, right = st.columns([1, 1.3], gap="large")
+with left:
+    st.subheader("Stem")
+    stem_cols = st.columns([1.6, 1, 1, 1])
+    widget(stem_cols[0], "stem.kind", edit.MODEL_FIELDS["stem.kind"], on_change=stem_changed)
+    widget(stem_cols[1], "stem.out_chs", edit.MODEL_FIELDS["stem.out_chs"])
+    patchify = st.session_state[key("stem.kind")] == "patchify"
+    widget(stem_cols[2], "stem.kernel_size", edit.Field("Patch size" if patchify else "Kernel", "int", 1, 15))
+    if not patchify:
+        widget(stem_cols[3], "stem.stride", edit.MODEL_FIELDS["stem.stride"])
+        widget(st, "stem.pool", edit.MODEL_FIELDS["stem.pool"])
+    st.subheader("Stages")
+    for index, stage in enumerate(spec.stages):
+        stage_editor(index, stage)
+    st.button("Add a stage", on_click=apply, args=(edit.add_stage,), icon=":material/add:",
+              help="Appends a stage like the last one that halves the size and doubles the width.")
+    st.subheader("Head")
+    head_cols = st.columns(3)
+    for position, name in enumerate(("head.conv_chs", "head.embedding_dim", "head.dropout")):
+        widget(head_cols[position], name, edit.MODEL_FIELDS[name])
+    st.caption("After the last stage: global average pooling, the optional embedding (linear + BatchNorm: the face "
+               "descriptor verification compares), dropout, and a linear classifier over the identities.")
+
+with right:
+    st.subheader("Inside a block")
+    if result.stages:
+        st.selectbox("Stage to explain", range(len(result.stages)), index=stage_index, key=key("explain"),
+                     format_func=lambda i: f"Stage {i + 1}: {BLOCK_TITLES[result.stages[i].spec.block]}")
+        explained = result.stages[stage_index]
+        path, story = BLOCK_NOTES[explained.spec.block]
+        st.markdown(f"`{path}`\n\n{story}")
+        st.caption(f"Its first block, {shape_text(explained.in_shape)} -> {shape_text(explained.blocks[0].out_shape)}: "
+                   "each layer's parameters (M in, N out channels, K kernel) and MACs (weights x output positions).")
+        st.dataframe(layer_rows(explained.blocks[0]), hide_index=True, width="stretch", column_config={
+            "formula": st.column_config.TextColumn(width="small"), "output": st.column_config.TextColumn(width="small")})
+        for item in (1, 2, 3):
+            st.markdown(notes[item])
+        st.markdown("**The same position built from other blocks** (same widths and stride):")
+        st.dataframe(block_alternatives(explained.spec, explained.in_shape), hide_index=True, width="stretch",
+                     column_config=NUMBERS)
+        with st.expander("What each block is (items 3-8)"):
+            for _, text in BLOCK_NOTES.values():
+                st.markdown(text)
+    for item in (6, 10, 11, 12):
+        st.markdown(notes[item])
+
+st.subheader("Use this model")
+valid = result.spec
+out = st.columns(3)
+out[0].download_button("Download spec (JSON)", valid.to_json(), f"{edit.file_stem(valid)}.json",
+                       "application/json", disabled=bool(error), icon=":material/download:")
+source = to_source(valid)
+out[1].download_button("Download PyTorch code", source, f"{edit.file_stem(valid)}.py", "text/x-python",
+                       disabled=bool(error), icon=":material/code:")
+out[2].button("Use this model for training", type="primary", disabled=bool(error), icon=":material/school:",
+              on_click=lambda: st.session_state.__setitem__(MODEL_SPEC_KEY, valid.to_dict()))
+if st.session_state.get(MODEL_SPEC_KEY) == valid.to_dict():
+    st.success(f"The Train page will use this model ({valid.name}, {result.params:,} parameters).")
+with st.expander("Generated PyTorch code (standalone: needs only torch; loads FaceLab's weights)"):
+    st.code(source, language="python")
