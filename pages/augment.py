@@ -114,11 +114,12 @@ with left:
     try:
         steps = augment.validate_pipeline(_editor())
         augment.check_runs(steps, (height, width))
+        st.session_state[DRAFT_KEY], valid = steps, True
     except ValueError as error:
-        show_error(f"This pipeline cannot run: {error}", "Change the setting named above; nothing else was lost.")
-        st.stop()
-    st.session_state[DRAFT_KEY] = steps
-    if st.button("Use this pipeline for training", type="primary", key="augment.handoff"):
+        show_error(f"This pipeline cannot run: {error}", "Change the setting named above; the previews show "
+                   "the last pipeline that worked until then.")
+        steps, valid = st.session_state.get(DRAFT_KEY) or [], False
+    if st.button("Use this pipeline for training", type="primary", key="augment.handoff", disabled=not valid):
         st.session_state[PIPELINE_KEY] = steps
     if st.session_state.get(PIPELINE_KEY) == steps:
         st.success(f"Training will use: {lab.pipeline_summary(steps)}. Open **Train** to launch a job.")
