@@ -108,12 +108,12 @@ def format_duration(seconds) -> str:
 
 
 def run_spec(run_dir: Path) -> dict | None:
-    """The model spec a run trains (a dict), from its run file or the engine's config."""
+    """The model spec a run trains (a dict): from its checkpoint when it has one (the classifier
+    sized to the data), else from the engine's config.json or the submitted run.json."""
     run_dir = Path(run_dir)
-    for name in ("run.json", "config.json"):
-        data = read_json(run_dir / name) or {}
-        model = data.get("model", data.get("spec"))
-        spec = _spec_dict(model)
+    for path, key in (("best/meta.json", "spec"), ("last/meta.json", "spec"),
+                      ("config.json", "model"), ("run.json", "model")):
+        spec = _spec_dict((read_json(run_dir / path) or {}).get(key))
         if spec is not None:
             return spec
     return None
@@ -180,7 +180,7 @@ def compare_rows(runs: list[tuple[str, Path]]) -> list[dict]:
     rows = []
     for label, run_dir in runs:
         params, macs = model_cost(run_spec(run_dir))
-        config = (read_json(Path(run_dir) / "run.json") or {}).get("config", {})
+        config = read_json(Path(run_dir) / "config.json") or (read_json(Path(run_dir) / "run.json") or {}).get("config", {})
         final = final_metrics(run_dir)
         row = {"run": label, "loss": config.get("loss", "?") if isinstance(config, dict) else "?",
                "params": params, "MACs": macs, "epochs": final.pop("epochs_done", None)}

@@ -1,0 +1,170 @@
+"""Runs: every training job with its status, live curves, cancel and resume; compare runs."""
+from __future__ import annotations
+
+import streamlit as st
+
+from lib import jobs, runs
+from lib.run_plots import accuracy_vs_macs, overlay, run_curves
+from pages.common import runs_dir, show_error
+
+REFRESH_S = 2.0
+ACTIVE = ("queued", "running")
+ICONS = {"queued": ":material/hourglass_top:", "running": ":material/play_circle:", "done": ":material/check_circle:",
+         "failed": ":material/error:", "cancelled": ":material/stop_circle:"}
+
+st.title("Runs")
+st.caption("Every training job launched from the Train page (or with `python -m lib train`). Jobs run in "
+           "the background: close the browser and they keep going. The page refreshes itself while a job runs.")
+
+
+def open_queue() -> tuple[jobs.JobQueue, list[jobs.Job]]:
+    """The queue of the runs folder, ticked, and its jobs; a clear message when it cannot be used."""
+    try:
+        queue = jobs.JobQueue(runs_dir())
+        queue.tick()
+        jobs.start_ticker(queue.runs_dir)
+        return queue, queue.list_jobs()
+    except jobs.RunsFolderError as err:
+        show_error(f"The job queue cannot be used: {err}")
+    except ValueError as err:  # a bad FACELAB_MAX_JOBS
+        show_error(f"The job queue cannot start: {err}", "Set FACELAB_MAX_JOBS to a whole number such as 1.")
+    st.stop()
+
+
+queue, all_jobs = open_queue()
+labels = runs.run_labels(all_jobs)
+finished_runs = runs.metric_runs(queue.runs_dir)
+refresh = REFRESH_S if any(job.state in ACTIVE for job in all_jobs) else None
+
+if not all_jobs and not finished_runs:
+    st.info("**No runs yet.** Assemble a model, a loss and a recipe on the Train page and press "
+            "**Launch**; the job appears here with its progress and live curves.", icon=":material/info:")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+
+@st.fragment(run_every=refresh)
+def jobs_table() -> None:
+    try:
+        queue.tick()
+        current = queue.list_jobs()
+    except ValueError as err:  # the runs folder turned read-only or full meanwhile
+        show_error(str(err))
+        return
+    if refresh and not any(job.state in ACTIVE for job in current):
+        st.rerun()  # the last job just ended: redraw the whole page (buttons, compare list)
+    st.dataframe([runs.job_row(job) for job in current], hide_index=True, column_config={
+                     "progress": st.column_config.ProgressColumn("progress", format="percent", min_value=0, max_value=1),
+                     "best AUC": st.column_config.NumberColumn(format="%.3f"),
+                     "dev top-1": st.column_config.NumberColumn(format="%.3f")})
+    st.caption(f"At most {queue.max_running} job(s) run at once on this machine (one per GPU, one on a CPU-only "
+               "machine; set FACELAB_MAX_JOBS to change it). More wait in the queue, oldest first.")
+
+
+def show_failure(job: jobs.Job) -> None:
+    """A crashed job: its reason and the end of its log, never a traceback of the app."""
+    st.error(f"**This run failed:** {job.reason or 'no reason recorded'}", icon=":material/error:")
+    tail = job.log_tail or runs.log_tail(job.run_dir)
+    if tail:
+        st.caption("Last lines of its log:")
+        st.code(tail, language=None)
+    if job.can_resume:
+        st.caption("**Resume** continues from the last saved epoch once the cause is fixed.")
+
+
+def controls(job: jobs.Job) -> None:
+    """Cancel, stop now, resume: whichever the job's state allows."""
+    row = st.container(horizontal=True)
+    try:
+        if job.state in ACTIVE and not job.cancel_requested:
+            if row.button("Cancel", key=f"runs.cancel.{job.id}", icon=":material/stop:",
+                              help="Graceful: the job finishes its step, saves its state, then stops."):
+                queue.cancel(job.id)
+        if job.state == "running" and job.cancel_requested:
+            if row.button("Stop now", key=f"runs.kill.{job.id}", icon=":material/dangerous:",
+                              help="Kill at once without saving; resume then starts from the last saved epoch."):
+                queue.cancel(job.id, force=True)
+        if job.can_resume and row.button("Resume", key=f"runs.resume.{job.id}", icon=":material/play_arrow:",
+                                             help="Queue it again; it continues from its last saved state."):
+            queue.resume(job.id)
+            queue.tick()
+            st.rerun()
+    except ValueError as err:  # the job changed state meanwhile (another session acted on it)
+        show_error(str(err), "The table above shows its current state.")
+
+
+def show_status(job: jobs.Job) -> None:
+    st.progress(1.0 if job.state == "done" else runs.progress_fraction(runs.read_progress(job.run_dir)),
+                text=f"{ICONS[job.state]} **{job.state}**: {runs.status_line(job)}")
+    st.caption(f"by {job.user} · on {job.device or 'not started'} · folder `{job.run_dir.name}`")
+    if job.state == "failed":
+        show_failure(job)
+    elif job.state == "cancelled" and job.reason:
+        st.warning(f"Cancelled: {job.reason}.")
+
+
+@st.fragment(run_every=refresh)
+def job_detail(job_id: str) -> None:
+    status = st.container()
+    try:
+        controls(queue.get(job_id))
+        job = queue.get(job_id)  # again: a button above may just have changed it
+    except ValueError as err:
+        show_error(str(err))
+        return
+    with status:
+        show_status(job)
+    rows = runs.read_metrics(job.run_dir)
+    if rows:
+        st.plotly_chart(run_curves(rows), key=f"runs.curves.{job.id}")
+        st.caption("**Watch validation, not training.** Training accuracy is measured on augmented (and, with "
+                   "MixUp/CutMix, blended) images, so it can sit below dev accuracy; when it climbs while dev "
+                   "accuracy and verification AUC stall, the model memorises faces instead of learning features. "
+                   "Verification (AUC up, EER down) is measured on identities never seen in training: the real goal.")
+    elif job.state in ACTIVE:
+        st.info("Curves appear after the first epoch (each point is one epoch, measured on the dev split and the "
+                "verification pairs).", icon=":material/hourglass_top:")
+    with st.expander("Log (last lines)", expanded=job.state == "running" and not rows):
+        st.code(runs.log_tail(job.run_dir) or "(empty so far)", language=None)
+
+
+def compare() -> None:
+    if len(finished_runs) < 1:
+        st.info("Runs appear here once they have finished at least one epoch.", icon=":material/info:")
+        return
+    names = {p.name: labels.get(p.name, p.name) for p in finished_runs}
+    chosen = st.multiselect("Runs to compare", list(names), default=list(names)[:3], format_func=names.get,
+                            key="runs.compare")
+    if not chosen:
+        st.info("Pick one or more runs above.")
+        return
+    folders = {names[name]: queue.runs_dir / name for name in chosen}
+    metric = st.selectbox("Curve", list(runs.CURVES), index=list(runs.CURVES).index("auc"),
+                          format_func=runs.CURVES.get, key="runs.compare_metric")
+    st.plotly_chart(overlay({label: runs.read_metrics(p) for label, p in folders.items()}, metric))
+    table = runs.compare_rows(list(folders.items()))
+    st.dataframe(table, hide_index=True, column_config={
+        "params": st.column_config.NumberColumn(format="compact"),
+        "MACs": st.column_config.NumberColumn(format="compact", help="multiply-accumulates per image; 1 MAC = 2 FLOPs"),
+        **{key: st.column_config.NumberColumn(format="%.3f") for key in runs.FINAL_METRICS + ("best_auc",)}})
+    st.caption("Final metrics are those of the last epoch; **best_auc** is the best verification AUC over all "
+               "epochs (the `best` checkpoint keeps that epoch).")
+    axis = st.radio("Accuracy against compute", ["dev_top1", "auc"], format_func=runs.CURVES.get,
+                    horizontal=True, key="runs.scatter_metric")
+    st.plotly_chart(accuracy_vs_macs(table, axis))
+    st.caption("Up and to the left is better: more accuracy for fewer MACs per image. A bigger network only "
+               "helps when the data and the regularisation can feed it.")
+
+
+jobs_tab, compare_tab = st.tabs(["Jobs", "Compare runs"])
+with jobs_tab:
+    if all_jobs:
+        jobs_table()
+        options = [job.id for job in all_jobs]
+        chosen = st.selectbox("Run", options, format_func=lambda job_id: labels[job_id], key="runs.selected")
+        if chosen:
+            job_detail(chosen)
+    else:
+        st.info("No jobs in the queue; the runs below were trained with the command line.", icon=":material/info:")
+with compare_tab:
+    compare()

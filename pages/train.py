@@ -1,0 +1,190 @@
+"""Train: assemble a run (model, data, augmentation, loss, recipe) and launch it in the background."""
+from __future__ import annotations
+
+import streamlit as st
+
+from lib import jobs, train_form
+from lib.augment import default_pipeline
+from lib.checkpoint import list_checkpoints
+from lib.losses import LOSSES
+from lib.presets import FACE_PRESETS, PRESETS
+from lib.recipes import CONVNEXT_TABLE, all_recipes
+from pages.common import MODEL_SPEC_KEY, PIPELINE_KEY, data_root, runs_dir, show_error, user_name
+
+st.title("Train")
+st.caption("Put together what will train, then launch it as a background job: the app stays free, "
+           "and the Runs page shows its progress and curves.")
+recipes = all_recipes()
+
+
+def apply_recipe() -> None:
+    """Copy the chosen recipe into the widgets (the user can change any of them afterwards)."""
+    recipe = recipes[st.session_state["train.recipe"]]
+    for name, value in train_form.recipe_values(recipe).items():
+        st.session_state[f"train.lp.{name}" if name == "label_smoothing" else f"train.{name}"] = value
+    st.session_state["train.loss"] = recipe.config.get("loss", "ce")
+    if recipe.preset in PRESETS:
+        st.session_state["train.preset"] = recipe.preset
+
+
+def widget(item: train_form.Field, container, fallback, disabled: bool = False):
+    key = f"train.{item.name}"
+    if key not in st.session_state:  # new, or hidden in the last run (which drops its value)
+        st.session_state[key] = fallback[item.name]
+    common = {"key": key, "help": item.help, "disabled": disabled}
+    if item.kind == "choice":
+        return container.selectbox(item.label, item.choices, **common)
+    if item.kind == "bool":
+        return container.toggle(item.label, **common)
+    if item.kind == "int":
+        return int(container.number_input(item.label, int(item.low), int(item.high), step=int(item.step), **common))
+    return float(container.number_input(item.label, float(item.low), float(item.high), step=item.step,
+                                        format="%g", **common))
+
+
+def loss_widget(name: str, param, col):
+    key = f"train.lp.{name}"
+    cast = int if param.kind == "int" else float
+    st.session_state.setdefault(key, cast(param.default))
+    number = col.number_input(name.replace("_", " "), cast(param.low), cast(param.high), step=train_form.param_step(param),
+                              key=key, help=param.help, format="%d" if param.kind == "int" else "%g")
+    return cast(number)
+
+
+def render_group(group: str, items: tuple, values: dict, fallback: dict, info, model: dict) -> None:
+    """Plain settings side by side; a setting with a lesson gets its own row, the lesson beside it."""
+    with st.container(border=True):
+        st.markdown(f"**{group}**")
+        current = {item.name: st.session_state.get(f"train.{item.name}", fallback[item.name]) for item in items}
+        shown = [item for item in items if train_form.is_shown(item, current)]
+        plain = [item for item in shown if not item.lesson]
+        for item in shown:
+            if item.lesson:
+                left, right = st.columns([1, 2])
+                values[item.name] = render(item, left, fallback, info)
+                right.caption(item.lesson)
+        for item, col in zip(plain, st.columns(max(1, len(plain)))):
+            values[item.name] = render(item, col, fallback, info)
+        if group == "Regularisation":
+            st.caption(train_form.DROPOUT_LESSON.format(p=model["dropout"]))
+
+
+def render(item: train_form.Field, col, fallback: dict, info):
+    hard_labels = item.name in ("mix", "mix_alpha") and info.needs_hard_labels
+    if hard_labels:
+        st.session_state["train.mix"] = "none"
+    return widget(item, col, fallback, disabled=hard_labels)
+
+
+if "train.recipe" not in st.session_state:
+    st.session_state["train.recipe"] = next(iter(recipes))
+    apply_recipe()
+
+# 1 - model --------------------------------------------------------------------------------------
+st.subheader("1 · Model")
+built = st.session_state.get(MODEL_SPEC_KEY)
+scheme = st.radio("Training scheme", list(train_form.SCHEMES), format_func=train_form.SCHEMES.get,
+                  horizontal=True, key="train.scheme")
+st.caption(train_form.SCHEME_LESSON)
+init_from = ""
+if scheme == "sequential":
+    found = list_checkpoints()
+    if not found:
+        st.info("No checkpoint to fine-tune yet: train a CE run first (or add the demo checkpoints).")
+        st.stop()
+    label = st.selectbox("Checkpoint to fine-tune", [lbl for lbl, _ in found], key="train.init_from")
+    folder = dict(found)[label]
+    spec, init_from = train_form.checkpoint_spec(folder), str(folder)
+    st.caption("The model is the checkpoint's own architecture; its weights are the starting point.")
+else:
+    source = "Preset"
+    if built:
+        source = st.radio("Model", ["Build page", "Preset"], horizontal=True, key="train.source",
+                          help="The model you assembled on the Build page, or a ready-made face network.")
+    else:
+        st.caption("Nothing built yet: assemble your own network on the Build page, or train a preset.")
+    if source == "Preset":
+        preset = st.selectbox("Preset", FACE_PRESETS, key="train.preset")
+        spec = PRESETS[preset].to_dict()
+    else:
+        spec = built
+facts = train_form.dataset_facts(data_root())
+if spec is None or facts["identities"] == 0:
+    show_error("Nothing to train: the model or the data set could not be read.",
+               "Pick another checkpoint, preset or data set in the sidebar.")
+    st.stop()
+try:
+    model = train_form.model_facts(spec, facts["identities"])
+except ValueError as err:
+    show_error(f"This model cannot be built: {err}", "Fix it on the Build page, or pick a preset.")
+    st.stop()
+cols = st.columns(4)
+cols[0].metric("Parameters", train_form.format_count(model["params"]))
+cols[1].metric("MACs per image", train_form.format_count(model["macs"]), help="1 MAC = 2 FLOPs")
+cols[2].metric("Embedding", f"{model['embedding']}-d")
+cols[3].metric("Identities", facts["identities"], help="The classifier gets one output per training identity.")
+
+# 2 - data and augmentation ------------------------------------------------------------------------
+st.subheader("2 · Data and augmentation")
+pipeline = st.session_state.get(PIPELINE_KEY) or default_pipeline()
+origin = "from the Augment page" if st.session_state.get(PIPELINE_KEY) else "the default (edit it on the Augment page)"
+st.markdown(f"Data set **{data_root().name}**: {facts['images']:,} training images of {facts['identities']} "
+            f"identities. Augmentation, {origin}: " + " → ".join(f"`{step['name']}`" for step in pipeline))
+
+# 3 - loss ------------------------------------------------------------------------------------------
+st.subheader("3 · Loss")
+loss = st.selectbox("Loss", list(LOSSES), format_func=lambda name: LOSSES[name].title, key="train.loss")
+info = LOSSES[loss]
+st.latex(info.formula)
+st.markdown(info.explanation)
+loss_params = {}
+others = [name for name in info.params if name != "label_smoothing"]
+for col, name in zip(st.columns(max(1, len(others))), others):
+    loss_params[name] = loss_widget(name, info.params[name], col)
+if "label_smoothing" in info.params:
+    left, right = st.columns([1, 2])
+    loss_params["label_smoothing"] = loss_widget("label_smoothing", info.params["label_smoothing"], left)
+    right.caption(train_form.LABEL_SMOOTHING_LESSON)
+if info.has_class_weights and loss != "center" and scheme == "joint":
+    st.caption("From scratch a margin loss may stay near chance for a while; if it does, fine-tune a CE "
+               "checkpoint instead (training scheme above).")
+
+# 4 - recipe and hyperparameters -------------------------------------------------------------------------
+st.subheader("4 · Recipe and hyperparameters")
+st.selectbox("Recipe", list(recipes), format_func=lambda name: recipes[name].title, key="train.recipe",
+             on_change=apply_recipe, help="Sets every value below; change any of them afterwards.")
+st.caption(recipes[st.session_state["train.recipe"]].summary)
+with st.expander("The ConvNeXt recipe from the course, and how it was scaled to LFW-64"):
+    st.dataframe([dict(zip(("setting", "ConvNeXt paper (ImageNet)", "here (LFW-64)", "why"), row))
+                  for row in CONVNEXT_TABLE], hide_index=True)
+values: dict = {}
+fallback = train_form.recipe_values(recipes[st.session_state["train.recipe"]])
+fallback.setdefault("drop_path_rate", float(spec.get("drop_path_rate", 0.0)))  # the model's own
+for group_name, group_items in train_form.GROUPS.items():
+    render_group(group_name, group_items, values, fallback, info, model)
+st.info(train_form.step_facts(facts["images"], values), icon=":material/calculate:")
+
+# 5 - launch ------------------------------------------------------------------------------------------
+st.subheader("5 · Launch")
+default_name = f"{spec.get('name', 'model')}-{loss}"
+name = st.text_input("Run name", value=default_name, max_chars=60)  # no key: a new loss, a new default
+try:
+    queue = jobs.JobQueue(runs_dir())
+    active = [job for job in queue.list_jobs() if job.state in ("queued", "running")]
+except ValueError as err:  # a read-only or full runs folder, or a bad FACELAB_MAX_JOBS
+    show_error(f"The job queue cannot be used: {err}")
+    st.stop()
+jobs.start_ticker(queue.runs_dir)
+st.caption(f"{sum(job.state == 'running' for job in active)} running, {sum(job.state == 'queued' for job in active)} "
+           f"waiting; at most {queue.max_running} at once. A new job waits its turn. Launching as **{user_name()}**.")
+if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="train.launch"):
+    try:
+        run = train_form.build_run(name, spec, data_root(), pipeline, loss, loss_params, values, init_from)
+        job_id = queue.submit(run, user_name())
+    except ValueError as err:
+        show_error(f"This run cannot start: {err}", "Change the setting named above and launch again.")
+    else:
+        queue.tick()
+        st.success(f"Launched **{run['name']}** ({queue.get(job_id).state}). Follow it on the Runs page.",
+                   icon=":material/check_circle:")
+        st.page_link("pages/runs.py", label="Open Runs", icon=":material/monitoring:")

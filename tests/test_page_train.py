@@ -1,0 +1,131 @@
+"""The Train page: what will train, its cost and lessons, recipes, and launching into the real queue."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from torch.utils.flop_counter import FlopCounterMode
+
+from lib import config, jobs
+from lib.augment import DEFAULT_PIPELINE
+from lib.losses import LOSSES
+from lib.net import FaceNet, count_params
+from lib.presets import PRESETS
+from lib.spec import ModelSpec
+from lib.train_form import format_count
+from tests.job_cases import log_has, tiny, wait_finished, wait_for
+
+APP = str(config.PROJECT_ROOT / "app.py")
+IDENTITIES = 298  # LFW-64's training identities
+IMAGES = 2802  # and images
+
+
+@pytest.fixture(autouse=True)
+def runs_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.RUNS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "1")
+    return tmp_path
+
+
+def train_page(**session) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=90)
+    for key, value in session.items():
+        app.session_state[key] = value
+    app.run()
+    app.switch_page("pages/train.py").run()
+    assert not app.exception
+    return app
+
+
+def metric(app: AppTest, label: str) -> str:
+    return next(m.value for m in app.metric if m.label == label)
+
+
+def macs(spec: ModelSpec) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        FaceNet(spec).eval()(torch.zeros(1, spec.in_chs, spec.input_size, spec.input_size))
+    return counter.get_total_flops() // 2
+
+
+def test_defaults_show_cost_loss_steps_and_lessons():
+    app = train_page()
+    spec = replace(PRESETS["face_resnet"], num_classes=IDENTITIES)
+    assert metric(app, "Parameters") == format_count(count_params(spec))
+    assert metric(app, "MACs per image") == format_count(macs(spec))
+    assert metric(app, "Identities") == str(IDENTITIES)
+    assert LOSSES["ce"].formula in app.latex[0].value
+    assert f"{IMAGES // 64} steps per epoch" in app.info[0].value and f"{IMAGES // 64 * 10} in all" in app.info[0].value
+    captions = " ".join(c.value for c in app.caption)
+    for lesson in ("**Label smoothing**", "**MixUp**", "**Stochastic depth**", "**EMA**", "**Dropout**",
+                   "**Joint**", "**Sequential**"):
+        assert lesson in captions
+    assert "`RandomResizedCrop`" in " ".join(m.value for m in app.markdown)
+
+
+def test_convnext_recipe_and_a_margin_loss():
+    app = train_page()
+    app.selectbox(key="train.recipe").set_value("convnext_course").run()
+    assert app.selectbox(key="train.optimizer").value == "adamw"
+    assert app.number_input(key="train.lr").value == pytest.approx(1e-3)
+    assert app.selectbox(key="train.preset").value == "face_convnext"
+    assert app.toggle(key="train.ema").value and app.selectbox(key="train.mix").value == "mixup"
+    steps = IMAGES // 128
+    assert f"{steps} steps per epoch**, {steps * 30} in all" in app.info[0].value
+    assert "averages about 100 steps" in app.info[0].value
+    app.selectbox(key="train.loss").set_value("arcface").run()
+    assert LOSSES["arcface"].formula in app.latex[0].value
+    mix = app.selectbox(key="train.mix")
+    assert mix.value == "none" and mix.disabled  # margin heads need hard labels
+    assert app.number_input(key="train.lp.margin_rad").value == pytest.approx(0.5)
+
+
+def test_model_and_pipeline_come_from_build_and_augment():
+    built = replace(PRESETS["face_mobilenet"], name="my_net", drop_path_rate=0.0)
+    pipeline = [{"name": "RandomHorizontalFlip", "params": {"p": 0.5}}]
+    app = train_page(**{"facelab.model_spec": built.to_dict(), "facelab.pipeline": pipeline})
+    assert app.radio(key="train.source").value == "Build page"
+    assert metric(app, "Parameters") == format_count(count_params(replace(built, num_classes=IDENTITIES)))
+    text = " ".join(m.value for m in app.markdown)
+    assert "from the Augment page" in text and "`RandomHorizontalFlip`" in text and "ColorJitter" not in text
+
+
+@pytest.fixture
+def busy_queue(runs_folder):
+    """Another user's real job holds the only slot (cancelled at the end, whatever happens)."""
+    queue = jobs.JobQueue(runs_folder)
+    busy = queue.submit(tiny("someone-else", epochs=500), "bob")
+    queue.tick()
+    wait_for(lambda: log_has(queue, busy, "starting:"), "the other job to train")
+    yield queue
+    for job in queue.list_jobs():
+        if job.state == "queued":
+            queue.cancel(job.id)
+    queue.cancel(busy, force=True)
+    assert wait_finished(queue, busy).state == "cancelled"
+
+
+def test_launch_queues_the_run_behind_a_running_job(busy_queue):
+    app = train_page(**{"facelab.user": "ada"})
+    app.number_input(key="train.epochs").set_value(3).run()
+    app.button(key="train.launch").click().run()
+    assert "Launched **face_resnet-ce** (queued)" in app.success[0].value
+    mine = busy_queue.list_jobs()[0]
+    assert (mine.state, mine.user, mine.name) == ("queued", "ada", "face_resnet-ce")
+    run = json.loads((mine.run_dir / "run.json").read_text())
+    assert ModelSpec.from_dict(run["model"]) == PRESETS["face_resnet"]
+    settings = run["config"]
+    assert (settings["epochs"], settings["loss"], settings["optimizer"], settings["lr"]) == (3, "ce", "sgd", 0.1)
+    assert settings["loss_params"] == {"label_smoothing": 0.1}
+    assert settings["augment"] == DEFAULT_PIPELINE and settings["data_root"] == str(config.EMBEDDED_DATA)
+
+
+def test_a_run_without_a_name_is_refused_with_a_message(runs_folder):
+    app = train_page()
+    next(box for box in app.text_input if box.label == "Run name").input("   ").run()
+    app.button(key="train.launch").click().run()
+    assert "This run cannot start: name" in app.error[0].value
+    assert jobs.JobQueue(runs_folder).list_jobs() == []
