@@ -193,7 +193,10 @@ def _to_float(mean, std) -> list:
 
 
 def training_transform(steps, mean, std) -> v2.Compose:
-    """Pipeline, then ToDtype(float32, scale) and Normalize(mean, std) unless the steps end in Normalize."""
+    """Pipeline, then ToDtype(float32, scale) and Normalize(mean, std) unless the steps end in Normalize.
+
+    Runs per image: call it in DataLoader workers (one thread each) or with torch.set_num_threads(1);
+    with several intra-op threads on a busy CPU, tiny per-image ops wait on each other (bench/augment_speed.py)."""
     steps = validate_pipeline(steps)
     transforms = [t for step in steps for t in build_step(step, (mean, std))]
     if not steps or steps[-1]["name"] != "Normalize":
