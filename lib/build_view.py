@@ -76,13 +76,18 @@ def layer_rows(part: PartProfile) -> list[dict]:
     for layer in part.layers:
         positions = layer.out_shape[1] * layer.out_shape[2] if len(layer.out_shape) == 3 else 1
         rows.append({
-            "layer": f"{layer.name.removeprefix(prefix)} ({layer.kind})",
+            "layer": _layer_label(layer.name.removeprefix(prefix), layer.kind),
             "formula": layer.formula if layer.params else "",
             "parameters": f"{layer.numbers} = {layer.params:,}" if layer.params else "",
             "MACs": f"{layer.macs // positions:,} x {positions:,} = {layer.macs:,}" if layer.macs else "",
             "output": shape_text(layer.out_shape),
         })
     return rows
+
+
+def _layer_label(name: str, kind: str) -> str:
+    """'conv1 (conv)', but just 'depthwise' where the name already says what it is."""
+    return name if kind.split()[0] in name else f"{name} ({kind})"
 
 
 # (label, block, options, curriculum item): the same stage built from other blocks

@@ -167,6 +167,15 @@ def error_field(message: str) -> str:
     return head if re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head) else ""
 
 
+def field_label(field: str) -> str:
+    """'stages[3].stride' -> 'Stage 4 > Stride': a field as the Build page labels it."""
+    match = re.fullmatch(r"stages\[(\d+)\]\.(\w+)", field)
+    if match:
+        name = STAGE_FIELDS[match[2]].label if match[2] in STAGE_FIELDS else match[2]
+        return f"Stage {int(match[1]) + 1} > {name}"
+    return MODEL_FIELDS[field].label if field in MODEL_FIELDS else field
+
+
 def _stage_at(spec: ModelSpec, index: int) -> StageSpec:
     if not 0 <= index < len(spec.stages):
         raise ValueError(f"stages: no stage {index} (the model has {len(spec.stages)})")

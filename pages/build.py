@@ -83,7 +83,9 @@ except ValueError as err:
     error = str(err)
     result = profile(ModelSpec.from_dict(st.session_state.get(VALID, PRESETS["face_resnet"].to_dict())))
 budget = int(st.session_state.get(key("budget_m"), 35.0) * 1e6)
-stage_index = min(st.session_state.get(key("explain"), 0), max(len(result.stages) - 1, 0))
+if st.session_state.get(key("explain"), 0) not in range(len(result.stages)):  # a stage that is gone
+    st.session_state[key("explain")] = 0
+stage_index = st.session_state.get(key("explain"), 0)
 notes = concept_notes(result, stage_index, budget)
 
 # -- header and totals ----------------------------------------------------------------------------
@@ -99,8 +101,9 @@ widget(top[4], "num_classes", edit.MODEL_FIELDS["num_classes"])
 top[5].number_input("Budget (M parameters)", 0.1, 10_000.0, 35.0, step=1.0, key=key("budget_m"))
 
 if error:
+    field = edit.error_field(error)
     show_error(f"This model is impossible: {error}",
-               f"change **{edit.error_field(error) or 'the field named above'}**. "
+               f"change **{edit.field_label(field) if field else 'the field named above'}** as the message says. "
                "Everything below still shows the last possible model.")
 totals = st.columns([1.1, 1, 1, 1.3])
 totals[0].metric("Parameters", f"{result.params:,}", help="Learned weights and biases (BatchNorm buffers excluded).")
@@ -139,7 +142,7 @@ def stage_editor(index: int, stage) -> None:
             callback = {"on_change": block_changed, "args": (index,)} if name == "block" else {}
             widget(cols[position], f"stage{index}.{name}", edit.STAGE_FIELDS[name], **callback)
         if error and edit.error_field(error).startswith(f"stages[{index}]"):
-            st.error(error)
+            st.error(f"**{edit.field_label(edit.error_field(error))}**: {error.split(': ', 1)[-1]}")
 
 
 left, right = st.columns([1, 1.3], gap="large")
@@ -168,8 +171,8 @@ with left:
 with right:
     st.subheader("Inside a block")
     if result.stages:
-        st.selectbox("Stage to explain", range(len(result.stages)), index=stage_index, key=key("explain"),
-                     format_func=lambda i: f"Stage {i + 1}: {BLOCK_TITLES[result.stages[i].spec.block]}")
+        st.selectbox("Stage to explain", range(len(result.stages)), key=key("explain"),
+                     format_func=lambda i: f"Stage {i + 1}")  # a label that stays put while blocks change
         explained = result.stages[stage_index]
         path, story = BLOCK_NOTES[explained.spec.block]
         st.markdown(f"`{path}`\n\n{story}")

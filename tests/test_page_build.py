@@ -78,7 +78,7 @@ def test_impossible_model_shows_the_field_and_keeps_the_last_valid_numbers(app):
     assert not app.exception
     messages = [element.value for element in app.error]
     assert any("stages[0].out_chs" in message for message in messages)
-    assert any("change **stages[0].out_chs**" in message for message in messages)
+    assert any("change **Stage 1 > Width**" in message for message in messages)
     assert shown_params(app) == valid  # the last possible model stays on screen
     assert all(element.proto.disabled for element in app.get("download_button"))
     app.number_input(key="build.stage0.out_chs").set_value(64).run()
@@ -118,3 +118,17 @@ def test_teaching_items_sit_next_to_live_numbers(app):
     assert f"{count_params(FACE):,} parameters: 3.9% of the 35,000,000 budget" in shown
     app.number_input(key="build.budget_m").set_value(1.0).run()
     assert "(**over** it" in text(app)
+
+
+def test_explained_stage_survives_loading_other_models(app):
+    app.selectbox(key="build.explain").set_value(3).run()
+    assert "Stage 4" in app.selectbox(key="build.explain").format_func(3)
+    app.selectbox(key="build.preset").set_value("convnext_tiny")
+    next(b for b in app.button if b.label == "Load").click().run()
+    assert not app.exception and app.selectbox(key="build.explain").value == 3
+    assert "**8 · ConvNeXt block.**" in text(app)
+    app.selectbox(key="build.preset").set_value("face_mobilenet")
+    next(b for b in app.button if b.label == "Load").click().run()
+    app.selectbox(key="build.explain").set_value(4).run()
+    next(b for b in app.button if b.label == "Blank").click().run()  # one stage left: explain the first
+    assert not app.exception and app.selectbox(key="build.explain").value == 0

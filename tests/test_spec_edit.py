@@ -77,3 +77,5 @@ def test_error_field_and_file_stem():
     assert edit.error_field("parameters: 12 exceeds the budget") == "parameters"
     assert edit.error_field("model spec is not valid JSON: x") == ""
     assert edit.file_stem(edit.blank_spec()) == "my_model"
+    assert edit.field_label("stages[3].stride") == "Stage 4 > Stride"
+    assert edit.field_label("stem.kernel_size") == "Stem kernel" and edit.field_label("parameters") == "parameters"
