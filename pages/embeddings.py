@@ -1,0 +1,147 @@
+"""Embeddings: CE vs ArcFace vs CosFace vs SphereFace side by side: where faces land,
+how well pairs verify, and what a threshold accepts and rejects."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lib import explore_figures as figs
+from lib import explore_metrics, projection
+from lib.explore import unit
+from pages import explore_state as state
+from pages.common import data_root, show_error
+from pages.explore_ui import show_lesson
+
+st.title("Embeddings: what each loss does to the face space")
+options = state.checkpoint_options()
+if not options:
+    show_error("No checkpoint found.", "Train a model on the Train page (its best checkpoint appears here), "
+               "or put the demo checkpoints in `checkpoints/`.")
+    st.stop()
+top = st.columns([3, 2, 2])
+chosen = top[0].multiselect("checkpoints (1 to 4)", list(options), state.default_selection(options),
+                            max_selections=4, key="embeddings.checkpoints")
+kind = top[1].radio("images", ["dev", "verification"], key="embeddings.images", horizontal=True,
+                    format_func=lambda k: {"dev": "dev identities (closed set)",
+                                           "verification": "verification images (open set)"}[k])
+method = top[2].radio("projection", ["pca", "umap", "tsne"], key="embeddings.method", horizontal=True,
+                      format_func=str.upper)
+if not chosen:
+    show_error("No checkpoint chosen.", "Pick one to four checkpoints above.")
+    st.stop()
+root = str(data_root())
+try:
+    choice = state.images(root, kind)
+    progress = st.progress(0.0, text="Embedding the images...")
+    raw = {}
+    for index, label in enumerate(chosen):
+        folder = options[label]
+        for part in ("dev", "verification"):  # both: the metrics need dev top-1 and the pairs
+            update = (lambda f, i=index: progress.progress((i + f) / len(chosen), text=f"Embedding with {label}..."))
+            values = state.embeddings(folder, state.mtime(folder), label, root, part, update)
+            if part == kind:
+                raw[label] = values
+    progress.empty()
+except ValueError as err:
+    show_error(f"These checkpoints cannot be explored on this data set: {err}",
+               "Pick another checkpoint, or the data set it was trained on in the sidebar.")
+    st.stop()
+
+show_lesson(23, expanded=False)
+controls = st.columns([2, 3, 2])
+view = controls[0].radio("view", ["2-D", "3-D on the sphere"], key="embeddings.view", horizontal=True)
+by_count = choice.top_identities(len(choice.names))
+highlight = controls[1].selectbox("highlight an identity (in every panel, with its faces)", [None] + by_count,
+                                  key="embeddings.highlight",
+                                  format_func=lambda c: "none" if c is None else figs.pretty(choice.names[c]))
+colored_count = controls[2].slider("identities in color", 3, 16, 10, key="embeddings.colored",
+                                   help="The identities with the most images here; the rest are gray.")
+colored = choice.top_identities(colored_count)
+
+effective = method
+if method == "umap" and not projection.umap_ready():
+    projection.warm_up_umap()
+    effective = "pca"
+    st.info("UMAP is starting up (importing and compiling, once per server). Showing PCA meanwhile; "
+            "the plots switch by themselves when UMAP is ready.", icon=":material/hourglass_top:")
+
+    @st.fragment(run_every=2.0)
+    def _wait_for_umap() -> None:
+        if projection.umap_ready():
+            st.rerun()
+    _wait_for_umap()
+
+dim = 3 if view.startswith("3-D") else 2
+columns = st.columns(len(chosen))
+selected: list[int] = []
+with st.spinner(f"Projecting with {effective.upper()}..."):
+    for index, (column, label) in enumerate(zip(columns, chosen)):
+        coords = projection.project(unit(raw[label]), effective, dim)
+        title = f"{label} ({effective.upper()})"
+        with column:
+            if dim == 2:
+                fig = figs.scatter_2d(coords, choice, colored, highlight, title, show_legend=index == 0)
+                event = st.plotly_chart(fig, key=f"embeddings.scatter.{index}", on_select="rerun",
+                                        selection_mode=("points", "lasso", "box"))
+                selected += [int(p["customdata"]) for p in (event.selection.points if event else [])
+                             if p.get("customdata") is not None]
+            else:
+                st.plotly_chart(figs.scatter_sphere(coords, choice, colored, highlight, title, index == 0),
+                                key=f"embeddings.sphere.{index}")
+caption = ("Each dot is one face, placed by its embedding. Hover for the name; click or lasso points to see "
+           "their faces below.") if dim == 2 else \
+          ("The 3 main directions of the normalized embeddings, pushed onto the unit sphere: cosine similarity "
+           "only sees directions, so this is the space verification works in.")
+st.caption(caption)
+if selected:
+    picks = list(dict.fromkeys(selected))[:24]
+    st.image([choice.images[i].permute(1, 2, 0).numpy() for i in picks], width=64,
+             caption=[figs.pretty(choice.names[choice.labels[i]]) for i in picks])
+show_lesson(24, expanded=False)
+
+st.header("Verification side by side")
+summaries = {label: state.summary(options[label], state.mtime(options[label]), label, root, kind) for label in chosen}
+left, right = st.columns([3, 2])
+with left:
+    st.dataframe(explore_metrics.metrics_table({label: s[0] for label, s in summaries.items()}), hide_index=True,
+                 key="embeddings.metrics")
+    st.caption("Verification numbers use the labeled pairs of `val_pairs.txt` (people never seen in training). "
+               "Angles are measured on the images shown above.")
+with right:
+    show_lesson(25)
+st.plotly_chart(figs.roc_figure({label: (s[1][3], s[1][4]) for label, s in summaries.items()}),
+                key="embeddings.roc")
+
+
+@st.fragment
+def threshold_section() -> None:
+    """Only this part reruns while the slider moves."""
+    first = summaries[chosen[0]][0]
+    threshold = st.slider("threshold on the cosine similarity", -0.2, 1.0, float(round(first["eer_threshold"], 2)),
+                          0.01, key="embeddings.threshold")
+    scores = {label: (s[1][0], s[1][1]) for label, s in summaries.items()}
+    cells = st.columns(len(chosen))
+    for cell, label in zip(cells, chosen):
+        rates = explore_metrics.rates_at(*scores[label], threshold)
+        cell.metric(f"{label}: TAR", f"{rates['TAR']:.1%}")
+        cell.metric(f"{label}: FAR", f"{rates['FAR']:.1%}")
+    st.plotly_chart(figs.histogram_figure(scores, threshold), key="embeddings.histograms")
+    which = st.selectbox("errors of", chosen, key="embeddings.errors_of")
+    pair_set = state.images(root, "verification")
+    scores_w, labels_w, pairs_w = summaries[which][1][:3]
+    accepts, rejects = explore_metrics.errors_at(scores_w, labels_w, threshold)
+    for title, found in (("False accepts: different people above the threshold", accepts),
+                         ("False rejects: the same person below the threshold", rejects)):
+        st.markdown(f"**{title}** ({len(found)} shown)")
+        if not found:
+            st.caption("none at this threshold")
+            continue
+        faces = [pair_set.images[j].permute(1, 2, 0).numpy() for p in found for j in pairs_w[p]]
+        names = [f"{figs.pretty(pair_set.names[pair_set.labels[j]])} ({scores_w[p]:.2f})"
+                 for p in found for j in pairs_w[p]]
+        st.image(faces, width=72, caption=names)
+
+
+st.header("Pick a threshold")
+threshold_section()

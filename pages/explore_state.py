@@ -1,0 +1,74 @@
+"""Cached loading shared by the Explore pages: checkpoints, image sets, embeddings, metrics.
+
+Models are read-only and shared (st.cache_resource); arrays and numbers are
+st.cache_data. Embeddings are also cached on disk by lib.explore, so a restart
+or another user pays only a file read.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from lib import explore, explore_metrics
+from lib.checkpoint import MODEL_FILE, list_checkpoints
+
+
+def mtime(folder: str) -> float:
+    path = Path(folder) / MODEL_FILE
+    return path.stat().st_mtime if path.is_file() else 0.0
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def load(folder: str, modified: float, label: str) -> explore.ExploreModel:
+    """``modified`` is part of the key: a checkpoint rewritten in place is loaded again."""
+    return explore.open_model(folder, label)
+
+
+def open_model(folder: str, label: str) -> explore.ExploreModel:
+    return load(folder, mtime(folder), label)
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def images(root: str, kind: str) -> explore.ImageChoice:
+    return explore.image_choice(root, kind)
+
+
+def embeddings(folder: str, modified: float, label: str, root: str, kind: str, progress=None) -> np.ndarray:
+    """Not st.cache_data: lib.explore keeps them in memory and on disk, and computing them
+    reports progress to the page (a cached function could not replay that)."""
+    chosen = images(root, kind)
+    return explore.cached_embeddings(load(folder, modified, label), chosen.images, progress, chosen.fingerprint)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def pair_data(root: str) -> tuple[np.ndarray, np.ndarray]:
+    from lib.data import load_pairs
+    pairs = load_pairs(root)
+    return pairs.pairs.numpy(), pairs.labels.numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def summary(folder: str, modified: float, label: str, root: str, kind: str) -> tuple[dict, tuple]:
+    """(metrics row, (scores, labels, pairs)) of one checkpoint on one data set."""
+    model = load(folder, modified, label)
+    pairs, pair_labels = pair_data(root)
+    view = explore_metrics.verification_view(embeddings(folder, modified, label, root, "verification"),
+                                             pairs, pair_labels)
+    dev = images(root, "dev")
+    top1 = explore_metrics.dev_top1(model, dev, embeddings(folder, modified, label, root, "dev"))
+    chosen = images(root, kind)
+    angle = explore_metrics.angles(embeddings(folder, modified, label, root, kind), chosen.labels)
+    row = explore_metrics.metrics_row(view, top1, angle)
+    return row, (view.scores, view.labels, view.pairs, view.result.fpr, view.result.tpr)
+
+
+def checkpoint_options() -> dict[str, str]:
+    """label -> folder of every checkpoint FaceLab knows (demos first, then runs)."""
+    return {label: str(folder) for label, folder in list_checkpoints()}
+
+
+def default_selection(options: dict[str, str]) -> list[str]:
+    demos = [label for label, _ in explore.demo_checkpoints() if label in options]
+    return demos or list(options)[:2]
