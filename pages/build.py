@@ -204,4 +204,4 @@ out[2].button("Use this model for training", type="primary", disabled=bool(error
 if st.session_state.get(MODEL_SPEC_KEY) == valid.to_dict():
     st.success(f"The Train page will use this model ({valid.name}, {result.params:,} parameters).")
 with st.expander("Generated PyTorch code (standalone: needs only torch; loads FaceLab's weights)"):
-    st.code(source, language="python")
+    st.code(source, language="python", wrap_lines=True)
