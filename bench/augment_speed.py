@@ -92,7 +92,8 @@ def main() -> int:
 
     print(f"data: {args.root} ({len(train):,} training images, {train.image_size[0]}x{train.image_size[1]})")
     print(f"pipeline: {' -> '.join(step['name'] for step in DEFAULT_PIPELINE)} -> ToDtype -> Normalize")
-    print(f"workers {args.workers}, batch {args.batch_size}, epochs {args.epochs}, torch threads {torch.get_num_threads()}")
+    print(f"workers {args.workers}, batch {args.batch_size}, epochs {args.epochs}, "
+          f"torch threads {torch.get_num_threads()}")
     print(f"one-time decode into memory + channel stats: {decode_s:.2f} s")
     print("                                    images/s (wall)   images per CPU-second")
     print(f"in-memory tensors + transforms.v2 : {tensor_rate[0]:8.0f}          {tensor_rate[1]:8.0f}")

@@ -93,7 +93,8 @@ def _validate_step(index: int, step) -> dict:
 def validate_pipeline(steps) -> list[dict]:
     """Normalized copy of ``steps`` (every parameter present, JSON types); ValueError otherwise."""
     if not isinstance(steps, (list, tuple)):
-        raise ValueError(f"a pipeline is a list of steps {{'name': ..., 'params': {{...}}}}, got {type(steps).__name__}")
+        raise ValueError("a pipeline is a list of steps {'name': ..., 'params': {...}}, "
+                         f"got {type(steps).__name__}")
     normalized = [_validate_step(index, step) for index, step in enumerate(steps)]
     for index, step in enumerate(normalized[:-1]):
         if step["name"] == "Normalize":

@@ -25,6 +25,10 @@ class PipelineWarning:
 
 def _step_warnings(name: str, p: dict, side: int) -> list[str]:
     """Messages for one step (``side`` = the smaller image side in pixels)."""
+    return _geometry_warnings(name, p, side) + _appearance_warnings(name, p, side)
+
+
+def _geometry_warnings(name: str, p: dict, side: int) -> list[str]:
     notes = []
     if name == "RandomVerticalFlip" and p["p"] > 0:
         notes.append("upside-down faces never occur in the verification pairs; the network spends capacity on "
@@ -45,6 +49,11 @@ def _step_warnings(name: str, p: dict, side: int) -> list[str]:
         notes.append("strong shifts, zoom-outs or shears move parts of the face out of the frame or distort it.")
     if name == "RandomPerspective" and p["distortion_scale"] > 0.5 and p["p"] > 0:
         notes.append("distortion above 0.5 bends faces into shapes no camera produces.")
+    return notes
+
+
+def _appearance_warnings(name: str, p: dict, side: int) -> list[str]:
+    notes = []
     if name == "ColorJitter":
         if p["hue"] > 0.1:
             notes.append(f"hue shifts up to {p['hue']:g} turn skin green or blue; real photos vary in "
@@ -97,7 +106,8 @@ def code_lines(steps: list[dict], image_size, mean, std) -> str:
     """Python source for a validated pipeline (see lib.augment.pipeline_code)."""
     height, width = image_size
     ends_normalized = bool(steps) and steps[-1]["name"] == "Normalize"
-    calls = [_call_code(name, kwargs) for step in steps for name, kwargs in TRANSFORMS[step["name"]].calls(step["params"])]
+    calls = [_call_code(name, kwargs)
+             for step in steps for name, kwargs in TRANSFORMS[step["name"]].calls(step["params"])]
     if not ends_normalized:
         calls += ["v2.ToDtype(torch.float32, scale=True)", "v2.Normalize(mean=MEAN, std=STD)"]
     stats_note = "per-channel statistics of the training set, in [0, 1] units"

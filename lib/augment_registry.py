@@ -147,7 +147,8 @@ _ENTRIES = [
         {"brightness": Param("float", 0.2, 0.0, 1.0, "brightness factor drawn from [1-b, 1+b]", step=0.05),
          "contrast": Param("float", 0.2, 0.0, 1.0, "contrast factor drawn from [1-c, 1+c]", step=0.05),
          "saturation": Param("float", 0.2, 0.0, 1.0, "saturation factor drawn from [1-s, 1+s]", step=0.05),
-         "hue": Param("float", 0.0, 0.0, 0.5, "hue shift drawn from [-h, h] (0.5 = half the colour wheel)", step=0.01)}),
+         "hue": Param("float", 0.0, 0.0, 0.5, "hue shift drawn from [-h, h] (0.5 = half the colour wheel)",
+                      step=0.01)}),
     TransformInfo(
         "RandomGrayscale", "colour", "Drop colour sometimes, so identity is not learned from skin tone or lighting.",
         lambda p: [("RandomGrayscale", dict(p=p["p"]))], {"p": _p(0.1)}),

@@ -336,7 +336,8 @@ def _decode_pairs(root: Path, pairs_file: str, rows: list, problems: list[str]) 
     problems.sort(key=lambda message: int(message.split(":")[0].split()[1]))
     if not pairs:
         listed = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ValueError(f"{root / pairs_file}: no usable pair" + (f" ({listed})" if listed else " (the file is empty)"))
+        detail = f" ({listed})" if listed else " (the file is empty)"
+        raise ValueError(f"{root / pairs_file}: no usable pair{detail}")
     return PairSet(images=images, paths=[wanted[i] for i in kept],
                    pairs=torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2),
                    labels=torch.tensor(labels, dtype=torch.int64), problems=problems,

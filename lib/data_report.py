@@ -112,7 +112,8 @@ def _check_pairs(root: Path, name: str, report: DataReport) -> None:
     report.different_pairs = labels.count(0)
     unlabeled = [line for line, label in zip(pairs.lines, labels) if label < 0]
     if unlabeled:
-        _problem(report, f"{name}: {len(unlabeled)} pairs have no 1/0 label (lines {_names([str(n) for n in unlabeled])})")
+        lines = _names([str(n) for n in unlabeled])
+        _problem(report, f"{name}: {len(unlabeled)} pairs have no 1/0 label (lines {lines})")
     if not report.same_pairs or not report.different_pairs:
         _problem(report, f"{name}: needs both same (1) and different (0) pairs to measure verification", fatal=True)
 

@@ -1,6 +1,8 @@
 """Augment: build an augmentation pipeline from the registry and watch it act on real faces."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.express as px
 import streamlit as st
 
@@ -80,10 +82,12 @@ def _editor() -> list[dict]:
     buttons[0].button("Reset to the default", on_click=_load, args=(augment.default_pipeline(),), key="augment.reset")
     buttons[1].button("Clear", on_click=_load, args=([],), key="augment.clear")
     with st.expander("Import a pipeline (JSON)"):
-        st.text_area("Pipeline JSON", key="augment.json_in", placeholder='[{"name": "RandomHorizontalFlip", "params": {"p": 0.5}}]')
+        st.text_area("Pipeline JSON", key="augment.json_in",
+                     placeholder='[{"name": "RandomHorizontalFlip", "params": {"p": 0.5}}]')
         st.button("Load it", on_click=_import_json, key="augment.import")
         if st.session_state.get("augment.import_error"):
-            show_error(st.session_state["augment.import_error"], "Fix the JSON; the editor keeps your current pipeline.")
+            show_error(st.session_state["augment.import_error"],
+                       "Fix the JSON; the editor keeps your current pipeline.")
     return steps
 
 
@@ -132,7 +136,9 @@ with left:
 with right:
     controls = st.columns(4)
     pick = controls[0].radio("Pick images", ["random", "one identity"], key="augment.pick")
-    identity = controls[0].selectbox("Identity", train.classes, key="augment.identity") if pick == "one identity" else None
+    identity = None
+    if pick == "one identity":
+        identity = controls[0].selectbox("Identity", train.classes, key="augment.identity")
     count = controls[1].slider("Number of images", 1, 8, 4, key="augment.count")
     samples = controls[2].slider("Samples per image", 1, 8, 5, key="augment.samples")
     seed = int(controls[3].number_input("Seed", 0, 10**6, 0, key="augment.seed",
@@ -169,9 +175,9 @@ with tabs[2]:
                       disabled=kind == "none", help=BATCH_MIXES[kind].alpha.help)
     first, second = picked[0], picked[1 % len(picked)]
     mixes = [augment.mix_preview(train.images[first], train.images[second], kind, alpha, seed + k) for k in range(5)]
-    st.image([lab.to_hwc(train.images[first], 2), lab.to_hwc(train.images[second], 2)] + [lab.to_hwc(m, 2) for m, _, _ in mixes],
-             caption=[f"A: {names[0]}", f"B: {names[1 % len(names)]}"] + [f"{a:.2f} A + {b:.2f} B" for _, a, b in mixes],
-             width=128)
+    shown = [train.images[first], train.images[second]] + [mixed for mixed, _, _ in mixes]
+    st.image([lab.to_hwc(image, 2) for image in shown], width=128,
+             caption=[f"A: {names[0]}", f"B: {names[1 % len(names)]}"] + [f"{a:.2f} A + {b:.2f} B" for _, a, b in mixes])
     st.caption("Five draws (seeds from the seed above): each caption is the soft label the loss is given.")
     st.info(f"**{BATCH_MIXES[kind].title}.** {BATCH_MIXES[kind].help} MixUp: x = λ·A + (1−λ)·B with target "
             "λ·onehot(A) + (1−λ)·onehot(B), λ ~ Beta(α, α): a small α (0.2) keeps most λ near 0 or 1, α = 1 spreads "
@@ -211,6 +217,6 @@ with tabs[4]:
         for label, indices in lab.sample_pairs(pairs, 4, seed).items():
             st.markdown("**Same person**" if label == 1 else "**Different people**")
             st.image([lab.tile(pairs.images[pairs.pairs[p]].unsqueeze(0), scale=2) for p in indices], width=260,
-                     caption=[" vs ".join(pairs.paths[int(i)].split("/")[-1][:-4] for i in pairs.pairs[p]) for p in indices])
+                     caption=[" vs ".join(Path(pairs.paths[int(i)]).stem for i in pairs.pairs[p]) for p in indices])
     except ValueError as error:
         show_error(f"No verification pairs to show: {error}", "See the problems listed above.")

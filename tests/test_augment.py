@@ -282,3 +282,17 @@ def test_mix_preview_weights_and_validation():
         batch_mix("mixup", 0, 10)
     with pytest.raises(ValueError, match="num_classes = 1"):
         batch_mix("cutmix", 1.0, 1)
+
+
+def test_transforms_and_mixers_survive_pickling_for_dataloader_workers():
+    import pickle
+
+    transform = training_transform(ALL_STEPS + [{"name": "Normalize", "params": {}}], MEAN, STD)
+    copy = pickle.loads(pickle.dumps(transform))
+    x = image(64)
+    torch.manual_seed(2)
+    expected = transform(x)
+    torch.manual_seed(2)
+    assert torch.equal(copy(x), expected)
+    mixer = pickle.loads(pickle.dumps(batch_mix("cutmix", 1.0, 4)))
+    assert mixer(torch.rand(4, 3, 8, 8), torch.arange(4))[1].shape == (4, 4)
