@@ -77,8 +77,7 @@ def layer_rows(part: PartProfile) -> list[dict]:
         positions = layer.out_shape[1] * layer.out_shape[2] if len(layer.out_shape) == 3 else 1
         rows.append({
             "layer": _layer_label(layer.name.removeprefix(prefix), layer.kind),
-            "formula": layer.formula if layer.params else "",
-            "parameters": f"{layer.numbers} = {layer.params:,}" if layer.params else "",
+            "parameters": f"{layer.formula} = {layer.numbers} = {layer.params:,}" if layer.params else "",
             "MACs": f"{layer.macs // positions:,} x {positions:,} = {layer.macs:,}" if layer.macs else "",
             "output": shape_text(layer.out_shape),
         })
@@ -106,15 +105,15 @@ ALTERNATIVES = [
 def block_alternatives(stage: StageSpec, in_shape: tuple[int, ...]) -> list[dict]:
     """Parameters and MACs of this stage's first block if it were another kind of block."""
     current = _block_cost(stage, in_shape)
-    rows = []
+    rows = [{"block": f"this stage: {BLOCK_TITLES[stage.block]}", "parameters": current[0], "MACs": current[1],
+             "vs this stage": "x1", "shortcut": "yes" if BLOCKS[stage.block].has_residual else "no"}]
     for label, block, options, item in ALTERNATIVES:
         variant = StageSpec(block=block, out_chs=stage.out_chs, depth=1, stride=stage.stride, **options)
         if block == "bottleneck" and bottleneck_width(stage.out_chs, 4, options.get("groups", 1),
                                                       options.get("base_width", 64)) < 1:
             continue  # too narrow for this bottleneck: it would have no channels
         params, macs = _block_cost(variant, in_shape)
-        same = stage.block == block and all(stage.block_options()[k] == v for k, v in options.items())
-        rows.append({"block": f"{item} · {label}" + (" (this stage)" if same else ""), "parameters": params,
+        rows.append({"block": f"{item} · {label}", "parameters": params,
                      "MACs": macs, "vs this stage": f"x{params / max(current[0], 1):.2g}",
                      "shortcut": "yes" if BLOCKS[block].has_residual else "no"})
     return rows

@@ -178,8 +178,8 @@ with right:
         st.markdown(f"`{path}`\n\n{story}")
         st.caption(f"Its first block, {shape_text(explained.in_shape)} -> {shape_text(explained.blocks[0].out_shape)}: "
                    "each layer's parameters (M in, N out channels, K kernel) and MACs (weights x output positions).")
-        st.dataframe(layer_rows(explained.blocks[0]), hide_index=True, width="stretch", column_config={
-            "formula": st.column_config.TextColumn(width="small"), "output": st.column_config.TextColumn(width="small")})
+        st.dataframe(layer_rows(explained.blocks[0]), hide_index=True, width="stretch",
+                     column_config={"output": st.column_config.TextColumn(width="small")})
         for item in (1, 2, 3):
             st.markdown(notes[item])
         st.markdown("**The same position built from other blocks** (same widths and stride):")
