@@ -6,7 +6,7 @@ the page puts each note next to the number or picture it explains.
 """
 from __future__ import annotations
 
-from lib.blocks import BLOCKS
+from lib.build_view import has_shortcut
 from lib.profile import PartProfile, Profile, human
 
 BLOCK_NOTES = {
@@ -75,7 +75,8 @@ def _separable_notes(m: int, n: int, k: int) -> dict[int, str]:
 
 def _residual_note(result: Profile) -> str:
     blocks = [block for stage in result.stages for block in stage.blocks]
-    with_shortcut = sum(1 for block in blocks if BLOCKS[block.kind].has_residual)
+    with_shortcut = sum(1 for block in blocks if has_shortcut(block.kind, block.in_shape[0], block.out_shape[0],
+                                                               block.in_shape[1] // block.out_shape[1]))
     return (f"**6 · Residual connections.** A block with a shortcut computes y = x + F(x): the gradient flows "
             f"back through the + unchanged, so early layers still learn in a deep stack, and a block whose F "
             f"learns nothing is just the identity. This model: **{with_shortcut} of {len(blocks)}** blocks "

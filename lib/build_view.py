@@ -105,8 +105,9 @@ ALTERNATIVES = [
 def block_alternatives(stage: StageSpec, in_shape: tuple[int, ...]) -> list[dict]:
     """Parameters and MACs of this stage's first block if it were another kind of block."""
     current = _block_cost(stage, in_shape)
+    shortcut = lambda block: "yes" if has_shortcut(block, in_shape[0], stage.out_chs, stage.stride) else "no"  # noqa: E731
     rows = [{"block": f"this stage: {BLOCK_TITLES[stage.block]}", "parameters": current[0], "MACs": current[1],
-             "vs this stage": "x1", "shortcut": "yes" if BLOCKS[stage.block].has_residual else "no"}]
+             "vs this stage": "x1", "shortcut": shortcut(stage.block)}]
     for label, block, options, item in ALTERNATIVES:
         variant = StageSpec(block=block, out_chs=stage.out_chs, depth=1, stride=stage.stride, **options)
         if block == "bottleneck" and bottleneck_width(stage.out_chs, 4, options.get("groups", 1),
@@ -115,8 +116,15 @@ def block_alternatives(stage: StageSpec, in_shape: tuple[int, ...]) -> list[dict
         params, macs = _block_cost(variant, in_shape)
         rows.append({"block": f"{item} · {label}", "parameters": params,
                      "MACs": macs, "vs this stage": f"x{params / max(current[0], 1):.2g}",
-                     "shortcut": "yes" if BLOCKS[block].has_residual else "no"})
+                     "shortcut": shortcut(block)})
     return rows
+
+
+def has_shortcut(block: str, in_chs: int, out_chs: int, stride: int) -> bool:
+    """Residual blocks keep a shortcut; MobileNetV2's only where the shape does not change."""
+    if block == "inverted_residual":
+        return stride == 1 and in_chs == out_chs
+    return BLOCKS[block].has_residual
 
 
 def _block_cost(stage: StageSpec, in_shape: tuple[int, ...]) -> tuple[int, int]:

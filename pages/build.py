@@ -179,7 +179,9 @@ with right:
         st.caption(f"Its first block, {shape_text(explained.in_shape)} -> {shape_text(explained.blocks[0].out_shape)}: "
                    "each layer's parameters (M in, N out channels, K kernel) and MACs (weights x output positions).")
         st.dataframe(layer_rows(explained.blocks[0]), hide_index=True, width="stretch",
-                     column_config={"output": st.column_config.TextColumn(width="small")})
+                     column_config={"layer": st.column_config.TextColumn(width="medium"),
+                                    "MACs": st.column_config.TextColumn(width="medium"),
+                                    "output": st.column_config.TextColumn(width="small")})
         for item in (1, 2, 3):
             st.markdown(notes[item])
         st.markdown("**The same position built from other blocks** (same widths and stride):")

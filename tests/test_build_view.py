@@ -25,6 +25,14 @@ def test_alternatives_are_the_real_blocks_at_this_position():
     assert by_label["10 · Basic block + SE (1/16)"] == count(BLOCKS["basic"](256, 512, 2, se_ratio=1 / 16))
 
 
+def test_shortcut_column_follows_the_real_block():
+    result = profile(PRESETS["mobilenet_v2"])
+    first = result.stages[0]  # 32 -> 16 channels: MobileNetV2 keeps no shortcut here
+    rows = block_alternatives(first.spec, first.in_shape)
+    assert rows[0]["shortcut"] == "no" and not BLOCKS["inverted_residual"](32, 16, 1).use_residual
+    assert "10 of 17" in concept_notes(result, 0, 35_000_000)[6]  # torchvision's mobilenet_v2 has 10 shortcuts
+
+
 def test_alternatives_skip_bottlenecks_too_narrow_to_exist():
     result = profile(PRESETS["face_resnet"])
     labels = [row["block"] for row in block_alternatives(result.stages[0].spec, result.stages[0].in_shape)]
