@@ -120,7 +120,8 @@ totals[3].plotly_chart(budget_gauge(result.params, budget), width="stretch", con
 st.markdown(notes[13])
 
 table_col, chart_col = st.columns([1.8, 1], gap="medium")
-table_col.dataframe(parts_table(result), hide_index=True, width="stretch", column_config=NUMBERS)
+table_col.dataframe(parts_table(result), hide_index=True, width="stretch",
+                    column_config={**NUMBERS, "blocks": st.column_config.TextColumn(width="medium")})
 table_col.markdown(notes[9])
 chart_col.plotly_chart(cost_chart(result), width="stretch", config={"displayModeBar": False})
 
