@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import sqlite3
 import threading
 import time
@@ -36,7 +35,7 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 MAX_JOBS_ENV = "FACELAB_MAX_JOBS"
 DB_NAME = "jobs.sqlite"
-FORCED = 2  # cancel_requested value of a forced stop (SIGKILL)
+FORCED = launcher.FORCED  # cancel_requested value of a forced stop (SIGKILL)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -151,48 +150,6 @@ def validate_run(run: dict) -> dict:
         raise ValueError(f"name: expected a non-empty text, got {name!r}")
     config_from_run(run)
     return run
-
-
-def _outcome(job: Job, exit_code: int | None) -> tuple[str, str]:
-    """(final state, reason) of a job whose process has ended."""
-    progress = runs.read_progress(job.run_dir) or {}
-    fresh = _progress_is_fresh(job)
-    status = progress.get("status") if fresh else None
-    message = str(progress.get("message") or "").strip()
-    if status == "done" and exit_code in (0, None):
-        return "done", ""
-    if status == "cancelled":
-        return "cancelled", ""
-    if job.cancel_requested == FORCED:
-        return "cancelled", "stopped at once on request, without saving"
-    if job.cancel_requested:
-        return "cancelled", "stopped before it could save (it was still starting up)"
-    if status == "failed":
-        return "failed", message or "training reported a failure"
-    if exit_code == 0:
-        return "done", ""
-    return "failed", _crash_reason(exit_code)
-
-
-def _crash_reason(exit_code: int | None) -> str:
-    if exit_code == 2:
-        return "the run's settings were rejected (see the log below)"
-    if exit_code is not None and exit_code < 0:
-        name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else str(-exit_code)
-        hint = " (often: the machine ran out of memory)" if -exit_code == signal.SIGKILL else ""
-        return f"the training process was killed by {name}{hint}"
-    if exit_code is not None:
-        return f"the training process exited with code {exit_code} (see the log below)"
-    return "the training process stopped without reporting (killed, or the machine restarted)"
-
-
-def _progress_is_fresh(job: Job) -> bool:
-    """progress.json written by this attempt, not left over from before a resume."""
-    try:
-        mtime = (job.run_dir / "progress.json").stat().st_mtime
-    except OSError:
-        return False
-    return job.started is None or mtime >= job.started - 1.0
 
 
 class JobQueue:
@@ -360,7 +317,7 @@ class JobQueue:
             alive, exit_code = launcher.process_state(job.pid, job.pid_start)
             if alive:
                 continue
-            state, reason = _outcome(job, exit_code)
+            state, reason = launcher.outcome(job, exit_code)
             tail = runs.log_tail(job.run_dir) if state == "failed" else ""
             conn.execute("UPDATE jobs SET state = ?, ended = ?, exit_code = ?, reason = ?, log_tail = ? "
                          "WHERE id = ?", (state, time.time(), exit_code, reason, tail, job.id))

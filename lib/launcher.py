@@ -1,5 +1,6 @@
 """The processes behind training jobs: launching one in its own session, telling
-whether it still runs, signalling it, and choosing its device.
+whether it still runs, signalling it, choosing its device, and reading how it
+ended (exit code plus the engine's progress.json).
 
 Linux's /proc gives a process's state and start time: a finished child that
 nobody has reaped yet is a zombie that still "exists", and a pid can be reused
@@ -15,7 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from lib import config
+from lib import config, runs
+
+FORCED = 2  # a job's cancel_requested after a forced stop (SIGKILL)
 
 # Popen objects of the jobs this process started, by pid: polling them gives the
 # exact exit code and reaps the child.
@@ -127,3 +130,45 @@ def reap_children() -> None:
     with _CHILDREN_LOCK:
         for child in _CHILDREN.values():
             child.poll()
+
+
+def outcome(job, exit_code: int | None) -> tuple[str, str]:
+    """(final state, reason) of a job whose process has ended."""
+    progress = runs.read_progress(job.run_dir) or {}
+    fresh = _progress_is_fresh(job)
+    status = progress.get("status") if fresh else None
+    message = str(progress.get("message") or "").strip()
+    if status == "done" and exit_code in (0, None):
+        return "done", ""
+    if status == "cancelled":
+        return "cancelled", ""
+    if job.cancel_requested == FORCED:
+        return "cancelled", "stopped at once on request, without saving"
+    if job.cancel_requested:
+        return "cancelled", "stopped before it could save (it was still starting up)"
+    if status == "failed":
+        return "failed", message or "training reported a failure"
+    if exit_code == 0:
+        return "done", ""
+    return "failed", _crash_reason(exit_code)
+
+
+def _crash_reason(exit_code: int | None) -> str:
+    if exit_code == 2:
+        return "the run's settings were rejected (see the log below)"
+    if exit_code is not None and exit_code < 0:
+        name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else str(-exit_code)
+        hint = " (often: the machine ran out of memory)" if -exit_code == signal.SIGKILL else ""
+        return f"the training process was killed by {name}{hint}"
+    if exit_code is not None:
+        return f"the training process exited with code {exit_code} (see the log below)"
+    return "the training process stopped without reporting (killed, or the machine restarted)"
+
+
+def _progress_is_fresh(job) -> bool:
+    """progress.json written by this attempt, not left over from before a resume."""
+    try:
+        mtime = (job.run_dir / "progress.json").stat().st_mtime
+    except OSError:
+        return False
+    return job.started is None or mtime >= job.started - 1.0

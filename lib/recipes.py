@@ -9,7 +9,7 @@ recipes/*.json (the demo checkpoints' recipes) is offered too.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lib import config
 
@@ -20,18 +20,27 @@ class Recipe:
     title: str
     summary: str
     config: dict = field(default_factory=dict)  # TrainConfig fields
-    preset: str = ""  # the model preset the recipe was made for ("" = any)
+    preset: str = ""  # the model preset the recipe was made for ("" = any) ...
+    model: dict | None = None  # ... or its own model spec
+
+
+def _lite_resnet() -> dict:
+    """face_resnet with a stride-2 stem: a quarter of the MACs, the same parameters."""
+    from lib.presets import PRESETS
+    spec = PRESETS["face_resnet"]
+    return replace(spec, name="face_resnet_lite", stem=replace(spec.stem, stride=2)).to_dict()
 
 
 QUICK_CPU = Recipe(
     name="quick_cpu",
     title="Quick CPU run on LFW-64",
-    summary="A small ResNet, SGD with Nesterov momentum, a cosine schedule after one warm-up epoch and "
-            "label smoothing: ten short epochs that give a useful model on a laptop CPU.",
+    summary="A small ResNet (widths 32-256, one block per stage, a stride-2 stem to spare the CPU), SGD "
+            "with Nesterov momentum, a cosine schedule after one warm-up epoch and label smoothing: ten "
+            "epochs that give a useful model on a laptop CPU.",
     config={"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
             "schedule": "cosine", "warmup_epochs": 1.0, "epochs": 10, "batch_size": 64, "label_smoothing": 0.1,
             "ema": False, "mix": "none", "drop_path_rate": None, "loss": "ce", "precision": "fp32"},
-    preset="face_resnet")
+    model=_lite_resnet())
 
 CONVNEXT = Recipe(
     name="convnext_course",
@@ -80,11 +89,12 @@ def file_recipes() -> dict[str, Recipe]:
             continue  # a broken file is reported by `python -m lib train`, not here
         if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
             continue
-        preset = run.get("model") if isinstance(run.get("model"), str) else ""
+        model = run.get("model")
         found[f"file:{path.stem}"] = Recipe(
             name=f"file:{path.stem}", title=f"{path.stem} (recipes/{path.name})",
             summary=str(run.get("description") or f"The recipe of the run file recipes/{path.name}."),
-            config=dict(run["config"]), preset=preset)
+            config=dict(run["config"]), preset=model if isinstance(model, str) else "",
+            model=model if isinstance(model, dict) else None)
     return found
 
 

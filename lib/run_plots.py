@@ -2,6 +2,8 @@
 accuracy against compute. Pure functions of the metrics rows (lib.runs)."""
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -24,6 +26,11 @@ def _series(rows: list[dict], key: str) -> tuple[list, list]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _mode(xs: list) -> str:
+    """Markers show single epochs of short runs; on long runs they only clutter the line."""
+    return "lines+markers" if len(xs) <= 30 else "lines"
+
+
 def run_curves(rows: list[dict]) -> go.Figure:
     """Four panels of one run, per epoch."""
     figure = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in PANELS],
@@ -33,7 +40,7 @@ def run_curves(rows: list[dict]) -> go.Figure:
         for key, name, dashed in lines:
             xs, ys = _series(rows, key)
             if xs:
-                figure.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers",
+                figure.add_trace(go.Scatter(x=xs, y=ys, name=name, mode=_mode(xs),
                                             line={"dash": "dot" if dashed else "solid"}),
                                  row=row + 1, col=col + 1)
     figure.update_xaxes(title_text="epoch")
@@ -47,7 +54,7 @@ def overlay(runs: dict[str, list[dict]], key: str) -> go.Figure:
     figure = go.Figure()
     for label, rows in runs.items():
         xs, ys = _series(rows, key)
-        figure.add_trace(go.Scatter(x=xs, y=ys, name=label, mode="lines+markers"))
+        figure.add_trace(go.Scatter(x=xs, y=ys, name=label, mode=_mode(xs)))
     figure.update_layout(xaxis_title="epoch", yaxis_title=CURVES.get(key, key), height=380,
                          margin={"t": 20, "b": 10, "l": 10, "r": 10}, legend={"orientation": "h", "y": -0.25})
     return figure
@@ -64,4 +71,9 @@ def accuracy_vs_macs(rows: list[dict], key: str = "dev_top1") -> go.Figure:
                       "<br>" + CURVES.get(key, key) + " %{y:.3f}<extra></extra>"))
     figure.update_layout(xaxis_title="MACs per image (1 MAC = 2 FLOPs)", yaxis_title=CURVES.get(key, key),
                          xaxis_type="log", height=380, margin={"t": 20, "b": 10, "l": 10, "r": 10})
+    xs = [row["MACs"] for row in points if row["MACs"] > 0]
+    if xs:  # at least a factor of 4 in view, so near-equal models do not get a ruler of tiny ticks
+        low, high = math.log10(min(xs)), math.log10(max(xs))
+        pad = max(0.1, (0.6 - (high - low)) / 2)
+        figure.update_xaxes(range=[low - pad, high + pad], tickformat=".3s")
     return figure

@@ -156,6 +156,22 @@ def step_facts(images: int, values: dict) -> str:
     return text + "."
 
 
+def checkpoint_problem(folder: Path, data_root: Path) -> str:
+    """Why a checkpoint cannot be fine-tuned on this data set ('' when it can): the classifier
+    and the class weights only carry over when the identities are the same."""
+    try:
+        meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"its meta.json cannot be read ({err})"
+    from lib.data import list_identities
+    classes = meta.get("classes") if isinstance(meta, dict) else None
+    identities = list_identities(Path(data_root) / "cls_data" / "train")
+    if isinstance(classes, list) and classes != identities:
+        return (f"it was trained on {len(classes)} identities and this data set has {len(identities)} "
+                "(or other names); fine-tune a checkpoint trained on the same data set")
+    return ""
+
+
 def checkpoint_spec(folder: Path) -> dict | None:
     """The model spec saved with a checkpoint (meta.json), or None if unreadable."""
     try:

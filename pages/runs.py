@@ -161,7 +161,9 @@ with jobs_tab:
     if all_jobs:
         jobs_table()
         options = [job.id for job in all_jobs]
-        chosen = st.selectbox("Run", options, format_func=lambda job_id: labels[job_id], key="runs.selected")
+        running = [index for index, job in enumerate(all_jobs) if job.state == "running"]
+        chosen = st.selectbox("Run", options, index=running[0] if running else 0,
+                              format_func=lambda job_id: labels[job_id], key="runs.selected")
         if chosen:
             job_detail(chosen)
     else:

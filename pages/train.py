@@ -15,6 +15,7 @@ st.title("Train")
 st.caption("Put together what will train, then launch it as a background job: the app stays free, "
            "and the Runs page shows its progress and curves.")
 recipes = all_recipes()
+RECIPE_MODEL = "The recipe's model"
 
 
 def apply_recipe() -> None:
@@ -23,8 +24,10 @@ def apply_recipe() -> None:
     for name, value in train_form.recipe_values(recipe).items():
         st.session_state[f"train.lp.{name}" if name == "label_smoothing" else f"train.{name}"] = value
     st.session_state["train.loss"] = recipe.config.get("loss", "ce")
-    if recipe.preset in PRESETS:
-        st.session_state["train.preset"] = recipe.preset
+    if recipe.model:
+        st.session_state["train.source"] = RECIPE_MODEL
+    elif recipe.preset in PRESETS:
+        st.session_state["train.source"], st.session_state["train.preset"] = "Preset", recipe.preset
 
 
 def widget(item: train_form.Field, container, fallback, disabled: bool = False):
@@ -79,6 +82,8 @@ def render(item: train_form.Field, col, fallback: dict, info):
 if "train.recipe" not in st.session_state:
     st.session_state["train.recipe"] = next(iter(recipes))
     apply_recipe()
+    if st.session_state.get(MODEL_SPEC_KEY):  # a model built on the Build page comes first
+        st.session_state["train.source"] = "Build page"
 
 # 1 - model --------------------------------------------------------------------------------------
 st.subheader("1 · Model")
@@ -95,19 +100,26 @@ if scheme == "sequential":
     label = st.selectbox("Checkpoint to fine-tune", [lbl for lbl, _ in found], key="train.init_from")
     folder = dict(found)[label]
     spec, init_from = train_form.checkpoint_spec(folder), str(folder)
-    st.caption("The model is the checkpoint's own architecture; its weights are the starting point.")
+    problem = train_form.checkpoint_problem(folder, data_root())
+    if problem:
+        show_error(f"This checkpoint cannot be fine-tuned here: {problem}.", "Pick another checkpoint or data set.")
+        st.stop()
+    st.caption("The model is the checkpoint's own architecture and its weights the starting point. Fine-tuning "
+               "needs fewer epochs and a lower learning rate (about a tenth) than training from scratch.")
 else:
-    source = "Preset"
-    if built:
-        source = st.radio("Model", ["Build page", "Preset"], horizontal=True, key="train.source",
-                          help="The model you assembled on the Build page, or a ready-made face network.")
-    else:
+    recipe_model = recipes[st.session_state["train.recipe"]].model
+    sources = ["Build page"] * bool(built) + ["Preset"] + [RECIPE_MODEL] * bool(recipe_model)
+    if st.session_state.get("train.source") not in sources:
+        st.session_state["train.source"] = sources[0]
+    source = st.radio("Model", sources, horizontal=True, key="train.source",
+                      help="The model you assembled on the Build page, a ready-made face network, or the "
+                           "model the recipe (section 4) was made for.")
+    if not built:
         st.caption("Nothing built yet: assemble your own network on the Build page, or train a preset.")
     if source == "Preset":
-        preset = st.selectbox("Preset", FACE_PRESETS, key="train.preset")
-        spec = PRESETS[preset].to_dict()
+        spec = PRESETS[st.selectbox("Preset", FACE_PRESETS, key="train.preset")].to_dict()
     else:
-        spec = built
+        spec = built if source == "Build page" else recipe_model
 facts = train_form.dataset_facts(data_root())
 if spec is None or facts["identities"] == 0:
     show_error("Nothing to train: the model or the data set could not be read.",

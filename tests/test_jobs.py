@@ -148,8 +148,8 @@ def test_cancel_saves_and_resume_continues(tmp_path):
 def test_reason_of_a_process_that_ended_without_reporting(tmp_path):
     queue = jobs.JobQueue(tmp_path, max_running=1)
     job = queue.get(queue.submit(tiny(), "ada"))
-    assert jobs._outcome(job, -signal.SIGKILL) == (
+    assert launcher.outcome(job, -signal.SIGKILL) == (
         "failed", "the training process was killed by SIGKILL (often: the machine ran out of memory)")
-    assert jobs._outcome(job, 2)[1].startswith("the run's settings were rejected")
+    assert launcher.outcome(job, 2)[1].startswith("the run's settings were rejected")
     Path(job.run_dir / "progress.json").write_text(json.dumps({"status": "failed", "message": "loss is NaN"}))
-    assert jobs._outcome(job, 1) == ("failed", "loss is NaN")
+    assert launcher.outcome(job, 1) == ("failed", "loss is NaN")

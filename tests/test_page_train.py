@@ -11,12 +11,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lib import config, jobs
 from lib.augment import DEFAULT_PIPELINE
+from lib.checkpoint import save_checkpoint
+from lib.data import list_identities
 from lib.losses import LOSSES
 from lib.net import FaceNet, count_params
 from lib.presets import PRESETS
+from lib.recipes import RECIPES
 from lib.spec import ModelSpec
 from lib.train_form import format_count
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
+from tests.train_cases import TINY_MODEL
 
 APP = str(config.PROJECT_ROOT / "app.py")
 IDENTITIES = 298  # LFW-64's training identities
@@ -53,7 +57,9 @@ def macs(spec: ModelSpec) -> int:
 
 def test_defaults_show_cost_loss_steps_and_lessons():
     app = train_page()
-    spec = replace(PRESETS["face_resnet"], num_classes=IDENTITIES)
+    assert app.radio(key="train.source").value == "The recipe's model"
+    spec = replace(ModelSpec.from_dict(RECIPES["quick_cpu"].model), num_classes=IDENTITIES)
+    assert spec.stem.stride == 2 and spec.stages == PRESETS["face_resnet"].stages
     assert metric(app, "Parameters") == format_count(count_params(spec))
     assert metric(app, "MACs per image") == format_count(macs(spec))
     assert metric(app, "Identities") == str(IDENTITIES)
@@ -112,11 +118,11 @@ def test_launch_queues_the_run_behind_a_running_job(busy_queue):
     app = train_page(**{"facelab.user": "ada"})
     app.number_input(key="train.epochs").set_value(3).run()
     app.button(key="train.launch").click().run()
-    assert "Launched **face_resnet-ce** (queued)" in app.success[0].value
+    assert "Launched **face_resnet_lite-ce** (queued)" in app.success[0].value
     mine = busy_queue.list_jobs()[0]
-    assert (mine.state, mine.user, mine.name) == ("queued", "ada", "face_resnet-ce")
+    assert (mine.state, mine.user, mine.name) == ("queued", "ada", "face_resnet_lite-ce")
     run = json.loads((mine.run_dir / "run.json").read_text())
-    assert ModelSpec.from_dict(run["model"]) == PRESETS["face_resnet"]
+    assert ModelSpec.from_dict(run["model"]) == ModelSpec.from_dict(RECIPES["quick_cpu"].model)
     settings = run["config"]
     assert (settings["epochs"], settings["loss"], settings["optimizer"], settings["lr"]) == (3, "ce", "sgd", 0.1)
     assert settings["loss_params"] == {"label_smoothing": 0.1}
@@ -129,3 +135,20 @@ def test_a_run_without_a_name_is_refused_with_a_message(runs_folder):
     app.button(key="train.launch").click().run()
     assert "This run cannot start: name" in app.error[0].value
     assert jobs.JobQueue(runs_folder).list_jobs() == []
+
+
+def test_fine_tuning_takes_a_checkpoint_of_the_same_identities(runs_folder):
+    identities = list_identities(config.EMBEDDED_DATA / "cls_data" / "train")
+    spec = ModelSpec.from_dict(TINY_MODEL)
+    for folder, classes in (("ce-run", identities), ("other-data", identities[:4])):
+        net = FaceNet(replace(spec, num_classes=len(classes)))
+        save_checkpoint(runs_folder / folder / "best", net, {"classes": classes, "loss": "ce"})
+    app = train_page()
+    app.radio(key="train.scheme").set_value("sequential").run()
+    options = app.selectbox(key="train.init_from").options
+    app.selectbox(key="train.init_from").set_value(next(o for o in options if "ce-run" in o)).run()
+    assert not app.error
+    assert metric(app, "Parameters") == format_count(count_params(replace(spec, num_classes=IDENTITIES)))
+    app.selectbox(key="train.init_from").set_value(next(o for o in options if "other-data" in o)).run()
+    assert f"trained on 4 identities and this data set has {IDENTITIES}" in app.error[0].value
+    assert not app.button  # nothing to launch
