@@ -77,7 +77,7 @@ def margin_class_weights(meta: dict, loss_state: dict) -> torch.Tensor | None:
     return weight.float() if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
 
 
-def _normalization(meta: dict) -> tuple[tuple, tuple]:
+def normalization(meta: dict) -> tuple[tuple, tuple]:
     normalize = meta.get("normalize") or {}
     mean, std = normalize.get("mean"), normalize.get("std")
     if mean and std:
@@ -98,7 +98,7 @@ def open_model(folder, label: str | None = None) -> ExploreModel:
     """Load a checkpoint folder for exploring; ValueError (from lib.checkpoint) if it is unusable."""
     folder = Path(folder)
     loaded = load_checkpoint(folder)
-    mean, std = _normalization(loaded.meta)
+    mean, std = normalization(loaded.meta)
     return ExploreModel(label or folder.name, folder, loaded.model, loaded.meta, mean, std,
                         margin_class_weights(loaded.meta, loaded.loss_state), file_fingerprint(folder / MODEL_FILE))
 
@@ -231,7 +231,9 @@ def _save_atomic(path: Path, values: np.ndarray) -> None:
 
 
 def unit(embeddings: np.ndarray) -> np.ndarray:
-    return F.normalize(torch.as_tensor(embeddings, dtype=torch.float32), dim=1).numpy()
+    """Rows scaled to length 1 (as torch's F.normalize: a zero row stays zero)."""
+    values = np.asarray(embeddings, dtype=np.float32)
+    return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
 
 
 def class_scores(explore_model: ExploreModel, raw: np.ndarray) -> torch.Tensor:

@@ -67,3 +67,77 @@ def face_images(count: int, split: str = "dev") -> tuple[torch.Tensor, torch.Ten
         if len(picks) == count:
             break
     return image_set.images[picks], image_set.labels[picks]
+
+
+def make_mini_dataset(dest, identities: int = 8, pairs: int = 40):
+    """A small copy of LFW-64 in the HW2P2 layout: the dev images of ``identities`` people with
+    several dev images (train keeps one image each, for the class order), and the first ``pairs``
+    lines of val_pairs.txt with their images. Real files, real decoding; a few seconds to embed."""
+    import shutil
+
+    source = config.EMBEDDED_DATA
+    dev_root = source / "cls_data" / "dev"
+    people = sorted(p.name for p in dev_root.iterdir() if len(list(p.iterdir())) >= 3)[:identities]
+    for name in people:
+        for split, limit in (("dev", None), ("train", 1)):
+            (dest / "cls_data" / split / name).mkdir(parents=True)
+            for image in sorted((source / "cls_data" / split / name).iterdir())[:limit]:
+                shutil.copy(image, dest / "cls_data" / split / name / image.name)
+    lines = (source / "val_pairs.txt").read_text().splitlines()
+    chosen = lines[:pairs // 2] + lines[-(pairs - pairs // 2):]  # the file lists same pairs, then different
+    (dest / "ver_data").mkdir(parents=True)
+    for line in chosen:
+        for rel in line.split()[:2]:
+            shutil.copy(source / rel, dest / rel)
+    (dest / "val_pairs.txt").write_text("\n".join(chosen) + "\n")
+    return dest
+
+
+def small_spec(width: int = 8, classes: int = 298):
+    from dataclasses import replace
+    base = PRESETS["face_resnet"]
+    stages = tuple(replace(s, out_chs=width * 2**i) for i, s in enumerate(base.stages))
+    return replace(base, name="small_resnet", stem=replace(base.stem, out_chs=width), stages=stages,
+                   head=replace(base.head, embedding_dim=32), num_classes=classes)
+
+
+def _calibrated(model: FaceNet, meta_normalize) -> FaceNet:
+    """Set the embedding's BatchNorm statistics from real faces, as training would: a random
+    network maps every face near one common direction (all cosines ~0.99); centring the
+    embedding spreads the cosines like a trained model's, so score ties cannot decide a test."""
+    from lib.data import load_split
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in meta_normalize)
+    images = load_split(config.EMBEDDED_DATA, "train").images[:256].float() / 255
+    with torch.no_grad():
+        pooled = model.pool(model.features((images - mean) / std)).flatten(1)
+        features = model.embedding[0](model.pool_norm(pooled))
+        norm = model.embedding[1]
+        norm.running_mean.copy_(features.mean(0))
+        norm.running_var.copy_(features.var(0) + 1e-5)
+        norm.bias.zero_()
+    return model
+
+
+def make_runs(runs_dir) -> list[str]:
+    """Two runs with a best checkpoint each (CE and ArcFace), small random networks whose norm
+    layers look trained; returns their labels as lib.checkpoint.list_checkpoints names them."""
+    from lib.checkpoint import save_checkpoint
+    from lib.data import load_split
+    from lib.losses import build_loss
+
+    classes = load_split(config.EMBEDDED_DATA, "train").classes
+    labels = []
+    for seed, loss in enumerate(("ce", "arcface")):
+        torch.manual_seed(seed)
+        model = _calibrated(_like_trained(FaceNet(small_spec())).eval(), meta_normalize=((0.5, 0.42, 0.38),
+                                                                                       (0.27, 0.24, 0.24)))
+        head = build_loss(loss, 32, len(classes)) if loss != "ce" else None
+        meta = {"classes": classes, "loss": loss, "epoch": 3, "normalize": {"mean": [0.5, 0.42, 0.38],
+                "std": [0.27, 0.24, 0.24]}, "metrics": {"dev_top1": 0.01 * (seed + 1), "auc": 0.6}}
+        run = runs_dir / f"r{seed}-{loss}"
+        save_checkpoint(run / "best", model, meta, loss_module=head)
+        (run / "metrics.jsonl").write_text("".join(
+            f'{{"epoch": {e}, "train_loss": {5 - e}, "dev_top1": {0.01 * e}, "auc": {0.5 + 0.03 * e}}}\n'
+            for e in (1, 2, 3)))
+        labels.append(f"run {run.name}")
+    return labels

@@ -1,0 +1,146 @@
+"""The Embeddings and Inspect pages on real checkpoints and a small real data set,
+checked against numbers computed independently (lib.evaluate + sklearn)."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from streamlit.testing.v1 import AppTest
+
+from lib import config
+from lib.checkpoint import load_checkpoint
+from lib.data import load_pairs
+from lib.evaluate import embed, pair_scores
+from lib.net import count_params
+from tests.explore_models import make_mini_dataset, make_runs
+
+PAGES = config.PROJECT_ROOT / "pages"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("explore")
+    data = make_mini_dataset(base / "mini")
+    labels = make_runs(base / "runs")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FACELAB_RUNS_DIR", str(base / "runs"))
+    patch.setenv("FACELAB_CACHE_DIR", str(base / "cache"))
+    yield {"data": data, "labels": labels, "runs": base / "runs"}
+    patch.undo()
+
+
+def _app(page: str, world) -> AppTest:
+    app = AppTest.from_file(str(PAGES / page), default_timeout=240)
+    app.session_state["facelab.data_root"] = str(world["data"])
+    return app
+
+
+def _reference_scores(folder, data):
+    loaded = load_checkpoint(folder)
+    pairs = load_pairs(data)
+    normalize = loaded.meta["normalize"]
+    embeddings = embed(loaded.model, pairs.images, normalize["mean"], normalize["std"])
+    return pair_scores(embeddings, pairs.pairs).numpy(), pairs.labels.numpy()
+
+
+@pytest.fixture(scope="module")
+def embeddings_app(world):
+    app = _app("embeddings.py", world).run()
+    app.multiselect(key="embeddings.checkpoints").set_value(world["labels"]).run()
+    return app
+
+
+def test_metrics_table_matches_sklearn(embeddings_app, world):
+    app = embeddings_app
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert list(table.columns) == ["metric", *world["labels"]]
+    for label, folder in zip(world["labels"], ("r0-ce", "r1-arcface")):
+        scores, labels = _reference_scores(world["runs"] / folder / "best", world["data"])
+        auc = float(table.loc[table["metric"] == "ROC AUC", label].iloc[0])
+        assert auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-4)
+
+
+def test_threshold_shows_tar_and_far_live(embeddings_app, world):
+    app = embeddings_app
+    app.slider(key="embeddings.threshold").set_value(0.9).run()
+    scores, labels = _reference_scores(world["runs"] / "r0-ce" / "best", world["data"])
+    metrics = {m.label: m.value for m in app.metric}
+    label = world["labels"][0]
+    assert metrics[f"{label}: TAR"] == f"{np.mean(scores[labels == 1] >= 0.9):.1%}"
+    assert metrics[f"{label}: FAR"] == f"{np.mean(scores[labels == 0] >= 0.9):.1%}"
+    shown = " ".join(m.value for m in app.markdown)
+    assert "False accepts" in shown and "False rejects" in shown
+
+
+def test_open_set_view_highlight_and_sphere(embeddings_app):
+    app = embeddings_app
+    app.radio(key="embeddings.images").set_value("verification").run()
+    app.selectbox(key="embeddings.highlight").select_index(1).run()
+    assert not app.exception
+    app.radio(key="embeddings.view").set_value("3-D on the sphere").run()
+    assert not app.exception
+    assert "unit sphere" in " ".join(c.value for c in app.caption)
+    labels = [e.label for e in app.expander]
+    assert "Closed set vs open set" in labels and "Separable is not discriminative" in labels
+
+
+def test_no_checkpoint_chosen_says_so(embeddings_app):
+    app = embeddings_app
+    app.multiselect(key="embeddings.checkpoints").set_value([]).run()
+    assert "Pick one to four checkpoints" in app.error[0].value
+
+
+def test_default_selection_is_the_demos_or_the_runs(world):
+    from lib.explore import demo_checkpoints
+    app = _app("embeddings.py", world)
+    app.session_state["facelab.data_root"] = str(world["data"])
+    app.run()
+    expected = [name for name, _ in demo_checkpoints()] or world["labels"]
+    assert app.multiselect(key="embeddings.checkpoints").value == expected
+
+
+def test_inspector_shows_spec_counts_curves_and_embeddings(world):
+    app = _app("inspect.py", world).run()
+    app.selectbox(key="inspect.which").set_value(world["labels"][1]).run()
+    assert not app.exception
+    loaded = load_checkpoint(world["runs"] / "r1-arcface" / "best")
+    facts = dict(zip(app.dataframe[0].value[""], app.dataframe[0].value["value"]))
+    assert facts["parameters"] == f"{count_params(loaded.spec):,}" and facts["loss"] == "arcface"
+    assert {m.label: m.value for m in app.metric}["dev top-1"] == "2.0%"
+    assert len(app.get("plotly_chart")) == 1  # the training curves from metrics.jsonl
+    app.toggle(key="inspect.embed").set_value(True).run()
+    assert not app.exception
+    table = app.dataframe[-1].value
+    scores, labels = _reference_scores(world["runs"] / "r1-arcface" / "best", world["data"])
+    auc = float(table.loc[table["metric"] == "ROC AUC", world["labels"][1]].iloc[0])
+    assert auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-4)
+    captions = [image.caption for image in app.image[0].proto.imgs]
+    assert captions[1].startswith("explains ") and "cos = " in captions[1]  # ArcFace: cosine, not softmax
+
+
+def test_inspector_upload_zip_and_bad_upload(world):
+    run = world["runs"] / "r0-ce"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in run.rglob("*"):
+            if path.is_file():
+                archive.write(path, f"r0-ce/{path.relative_to(run)}")
+    app = _app("inspect.py", world).run()
+    app.radio(key="inspect.source").set_value("upload one").run()
+    app.file_uploader(key="inspect.upload").set_value(("r0-ce.zip", buffer.getvalue(), "application/zip")).run()
+    assert not app.exception and not app.error
+    facts = dict(zip(app.dataframe[0].value[""], app.dataframe[0].value["value"]))
+    assert facts["loss"] == "ce"
+    assert len(app.get("plotly_chart")) == 1  # curves read from the zipped metrics.jsonl
+    pickle_bytes = io.BytesIO()
+    torch.save({"w": torch.zeros(1)}, pickle_bytes)
+    app.file_uploader(key="inspect.upload").set_value(
+        [("model.safetensors", pickle_bytes.getvalue(), "application/octet-stream"),
+         ("meta.json", (run / "best/meta.json").read_bytes(), "application/json")]).run()
+    assert not app.exception
+    assert "pickled PyTorch file" in app.error[0].value

@@ -1,0 +1,74 @@
+"""The Saliency page: the same face across checkpoints, every method, the pair mode."""
+from __future__ import annotations
+
+import pytest
+import torch.nn.functional as F
+from streamlit.testing.v1 import AppTest
+
+from lib import config, saliency
+from lib.checkpoint import load_checkpoint
+from lib.data import load_pairs
+from lib.evaluate import embed
+from tests.explore_models import make_mini_dataset, make_runs
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("saliency")
+    data = make_mini_dataset(base / "mini")
+    labels = make_runs(base / "runs")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FACELAB_RUNS_DIR", str(base / "runs"))
+    patch.setenv("FACELAB_CACHE_DIR", str(base / "cache"))
+    yield {"data": data, "labels": labels, "runs": base / "runs"}
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def app(world):
+    page = AppTest.from_file(str(config.PROJECT_ROOT / "pages" / "saliency.py"), default_timeout=240)
+    page.session_state["facelab.data_root"] = str(world["data"])
+    page.run()
+    page.multiselect(key="saliency.checkpoints").set_value(world["labels"]).run()
+    return page
+
+
+def _captions(app) -> list[str]:
+    return [image.caption for element in app.image for image in element.proto.imgs]
+
+
+def test_one_face_across_checkpoints_with_every_method(app, world):
+    for method in saliency.METHODS:
+        app.selectbox(key="saliency.method").set_value(method).run()
+        assert not app.exception, method
+        assert not app.warning, method
+        captions = _captions(app)
+        assert captions[1:] == world["labels"], method  # the face, then one map per checkpoint
+        assert saliency.METHODS[method].explanation in [c.value for c in app.caption]
+    explained = [m.value for m in app.markdown if m.value.startswith("explains")]
+    assert len(explained) == 2 and "cos = " in explained[1] and "p = " in explained[0]
+
+
+def test_true_target_names_the_face_and_chosen_names_the_pick(app):
+    app.selectbox(key="saliency.method").set_value("saliency")
+    app.radio(key="saliency.target").set_value("true").run()
+    person = app.selectbox(key="saliency.person")
+    name = person.format_func(person.value)
+    assert all(f"explains **{name}**" in m.value for m in app.markdown if m.value.startswith("explains"))
+    app.radio(key="saliency.target").set_value("chosen").run()
+    app.selectbox(key="saliency.chosen").set_value("Ariel_Sharon").run()
+    assert all("explains **Ariel Sharon**" in m.value for m in app.markdown if m.value.startswith("explains"))
+
+
+def test_pair_mode_shows_the_pairs_cosine(app, world):
+    app.radio(key="saliency.mode").set_value("a pair's similarity (verification)").run()
+    assert not app.exception
+    pairs = load_pairs(world["data"])
+    a, b = pairs.pairs[app.selectbox(key="saliency.pair").value].tolist()
+    loaded = load_checkpoint(world["runs"] / "r0-ce" / "best")
+    normalize = loaded.meta["normalize"]
+    e = embed(loaded.model, pairs.images[[a, b]], normalize["mean"], normalize["std"])
+    expected = F.cosine_similarity(e[:1], e[1:]).item()
+    shown = [m.value for m in app.markdown if m.value.startswith("cosine similarity")]
+    assert shown[0] == f"cosine similarity **{expected:.3f}**"
+    assert _captions(app)[:2] == ["face A", "face B"]
