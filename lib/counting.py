@@ -149,7 +149,9 @@ def _conv_formula(in_chs: int, out_chs: int, kernel: int, groups: int) -> tuple[
     k2 = f"{kernel}²"
     if groups == 1:
         kind = "pointwise conv" if kernel == 1 else "conv"
-        return ("M·N" if kernel == 1 else "M·N·K²"), (f"{in_chs}·{out_chs}" + ("" if kernel == 1 else f"·{k2}")), kind
+        if kernel == 1:
+            return "M·N", f"{in_chs}·{out_chs}", kind
+        return "M·N·K²", f"{in_chs}·{out_chs}·{k2}", kind
     if groups == in_chs == out_chs:
         return "M·K²", f"{in_chs}·{k2}", "depthwise conv"
     return "(M/g)·N·K²", f"({in_chs}/{groups})·{out_chs}·{k2}", "grouped conv"

@@ -66,7 +66,8 @@ MODEL_FIELDS: dict[str, Field] = {
 
 def stage_fields(stage: StageSpec) -> list[str]:
     """The stage's editable fields: the common ones, then the options its block takes."""
-    return ["block", "out_chs", "depth", "stride"] + [name for name in STAGE_OPTIONS if name in BLOCKS[stage.block].options]
+    options = [name for name in STAGE_OPTIONS if name in BLOCKS[stage.block].options]
+    return ["block", "out_chs", "depth", "stride"] + options
 
 
 def to_fields(spec: ModelSpec) -> dict[str, Any]:

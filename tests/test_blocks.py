@@ -191,7 +191,8 @@ def test_bad_json_is_a_clear_value_error(text, message):
     assert message in str(info.value)
 
 
-FULL = ModelSpec(name="every field", stem=StemSpec(kind="conv", out_chs=24, kernel_size=5, stride=2, pool=True, act="silu"),
+FULL = ModelSpec(name="every field",
+                 stem=StemSpec(kind="conv", out_chs=24, kernel_size=5, stride=2, pool=True, act="silu"),
                  stages=(StageSpec(block="bottleneck", out_chs=64, depth=2, stride=2, expansion=2, groups=4,
                                    base_width=16, se_ratio=0.125, act="relu"),
                          StageSpec(block="convnext", out_chs=96, depth=1, stride=2, expansion=3, kernel_size=5,
