@@ -5,7 +5,10 @@ see: a corrupt image the check lists is the one the loader skips.
 """
 from __future__ import annotations
 
+import copy
+import os
 import statistics
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +16,8 @@ from lib.data import SPLITS, DataReport, decode_file, list_images, load_pairs, l
 
 PAIRS_FILES = ("val_pairs.txt", "test_pairs.txt")
 LISTED = 5  # how many names a summary message spells out before "... and N more"
+_LOCK = threading.Lock()
+_REPORTS: dict[tuple, DataReport] = {}
 
 
 def _names(items: list[str]) -> str:
@@ -118,8 +123,31 @@ def _check_pairs(root: Path, name: str, report: DataReport) -> None:
         _problem(report, f"{name}: needs both same (1) and different (0) pairs to measure verification", fatal=True)
 
 
+def _fingerprint(root: Path) -> tuple:
+    """Names, sizes and modification times of every file the check reads: any change on disk changes it."""
+    entries = []
+    folders = [root / "ver_data", root] + [identity for split in SPLITS
+                                           if (root / "cls_data" / split).is_dir()
+                                           for identity in sorted((root / "cls_data" / split).iterdir())]
+    for folder in folders:
+        if folder.is_dir():
+            with os.scandir(folder) as scan:
+                entries += sorted((e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in scan if e.is_file())
+    return tuple(entries)
+
+
 def build_report(root: Path) -> DataReport:
+    """The report, recomputed only when a file of the data set changed (the UI asks on every rerun)."""
     root = Path(root).expanduser().resolve()
+    key = (str(root), hash(_fingerprint(root)) if root.is_dir() else None)
+    with _LOCK:
+        if key not in _REPORTS:
+            _REPORTS.clear()  # one report is enough: the page shows one data set at a time
+            _REPORTS[key] = _build(root)
+        return copy.deepcopy(_REPORTS[key])
+
+
+def _build(root: Path) -> DataReport:
     report = DataReport(root=str(root))
     if not root.is_dir():
         _problem(report, f"{root}: folder not found", fatal=True)

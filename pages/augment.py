@@ -91,11 +91,6 @@ def _editor() -> list[dict]:
     return steps
 
 
-@st.cache_data(ttl=60, show_spinner="Checking the data set ...")
-def _report(root: str):
-    return check_dataset(root)
-
-
 st.title("Augment")
 st.caption("Build the training pipeline from torchvision's transforms and see what it does to real faces.")
 root = data_root()
@@ -107,8 +102,11 @@ except ValueError as error:
                f"Pick another data set in the sidebar, or run `python -m lib data-check {root}` to see what is wrong.")
     st.stop()
 height, width = train.image_size
+report = check_dataset(root)  # cached in lib until a file of the data set changes
+count = len(report.errors)
+problems = f" The data check found **{count} problem{'s' * (count != 1)}** (tab Data check)." if count else ""
 st.caption(f"Data set **{root.name}**: {len(train.classes)} identities, {len(train):,} training images of "
-           f"{height}x{width} pixels. Pick another data set in the sidebar.")
+           f"{height}x{width} pixels. Pick another data set in the sidebar.{problems}")
 if NAMES_KEY not in st.session_state:
     _load(st.session_state.get(DRAFT_KEY) or st.session_state.get(PIPELINE_KEY) or augment.default_pipeline())
 
@@ -200,12 +198,16 @@ with tabs[3]:
             "images; Train adds this step automatically.", icon=":material/lightbulb:")
 
 with tabs[4]:
-    report = _report(str(root))
     metrics = st.columns(6)
     for column, (label, value) in zip(metrics, [("identities", report.classes), ("train", report.train_images),
                                                 ("dev", report.dev_images), ("verification", report.ver_images),
                                                 ("pairs", report.pairs), ("same person", report.same_pairs)]):
         column.metric(label, f"{value:,}")
+    per_identity, sizes = report.images_per_class, ", ".join(f"{k} ({v:,})" for k, v in report.image_sizes.items())
+    if per_identity:
+        st.caption(f"Training images per identity: min {per_identity['min']}, median {per_identity['median']:g}, "
+                   f"max {per_identity['max']}. Image sizes: {sizes}. Same check on the command line: "
+                   f"`python -m lib data-check {root}`.")
     for message in report.errors:
         (st.error if message in report.fatal else st.warning)(message)
     st.markdown("**How many training images each identity has**")

@@ -85,6 +85,11 @@ def test_other_data_sets_112_pixels_and_a_broken_one(tmp_path):
     at = page(tmp_path / "big")
     assert not at.exception and not at.error
     assert "2 identities, 6 training images of 112x112" in texts(at.caption)
+    (tmp_path / "big/cls_data/train/ann/ann_0000.png").write_bytes(b"\x89PNG broken")
+    at = page(tmp_path / "big")
+    assert not at.exception and "found **1 problem**" in texts(at.caption)
+    assert "cls_data/train/ann/ann_0000.png: not a decodable image (skipped)" in texts(at.warning)
+    assert {m.label: m.value for m in at.metric}["train"] == "5"
     (tmp_path / "empty").mkdir()
     at = page(tmp_path / "empty")
     assert not at.exception and "cannot be loaded" in texts(at.error) and "data-check" in texts(at.error)
