@@ -20,6 +20,18 @@ def _device() -> str:
     return device_label()
 
 
+@st.cache_resource(show_spinner="Loading FaceLab's libraries ...")
+def _load_libraries() -> bool:
+    """Import the heavy libraries once, before any page does. Sessions run in threads: a class
+    opening pages at the same moment would import pandas/plotly concurrently, and Python's
+    import deadlock avoidance can then hand one of them a half-initialised module."""
+    import pandas  # noqa: F401
+    import plotly.express  # noqa: F401
+    import plotly.graph_objects  # noqa: F401
+    import torchvision  # noqa: F401
+    return True
+
+
 def _datasets() -> list[str]:
     try:
         from lib.data import find_datasets
@@ -55,6 +67,7 @@ def _short(path) -> str:
 
 
 def main() -> None:
+    _load_libraries()
     sections: dict[str, list] = {}
     for info in PAGES:
         if (config.PROJECT_ROOT / info.path).exists():
