@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import threading
+from functools import lru_cache
 
 from lib import blocks as blocks_module
 from lib.blocks import ACTIVATIONS, BLOCKS, BLOCK_TITLES
@@ -82,7 +84,7 @@ def to_source(spec: ModelSpec) -> str:
     used = {BLOCKS[stage.block].__name__ for stage in spec.stages}
     if spec.stem.kind == "patchify":
         used.add("LayerNorm2d")
-    definitions = [*_library_sources(used), _FACENET_SOURCE, _build_model_source(spec, counts),
+    definitions = [*_library_sources_once(frozenset(used)), _FACENET_SOURCE, _build_model_source(spec, counts),
                    _MAIN_SOURCE.format(in_chs=spec.in_chs, size=spec.input_size)]
     imports = "from __future__ import annotations\n\nimport torch\nfrom torch import nn"
     body = "\n\n\n".join(part.strip("\n") for part in [imports, *definitions])
@@ -101,6 +103,17 @@ def _header(spec: ModelSpec, counts) -> str:
 
 
 # -- the blocks, taken from lib/blocks.py -------------------------------------------------------
+
+# ast.parse is not thread-safe in CPython 3.11 ("AST constructor recursion depth mismatch" when
+# sessions of the app parse at the same moment): parse under a lock, once per set of blocks.
+_PARSE_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=64)
+def _library_sources_once(names: frozenset[str]) -> tuple[str, ...]:
+    with _PARSE_LOCK:
+        return tuple(_library_sources(set(names)))
+
 
 def _library_sources(names: set[str]) -> list[str]:
     """Source of the named definitions of lib/blocks.py and everything they use, in file order."""
