@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from lib import config
 from lib.presets import PRESETS
 
 
@@ -38,6 +39,29 @@ def tiny_run(name: str, epochs: int = 1, **config) -> dict:
                 "subset": {"classes": 4, "images": 64, "pairs": 40}}
     settings.update(config)
     return {"name": name, "model": tiny_model(), "config": settings}
+
+
+def small_dataset(dest: Path, identities: int = 6, train_per: int = 8, dev_per: int = 2, pairs: int = 24) -> Path:
+    """A few identities of the embedded LFW-64 copied into a new HW2P2-layout folder: what a student
+    with their own (small) data would point FaceLab at, and an epoch of a second or two."""
+    source = config.EMBEDDED_DATA
+    people = [d.name for d in sorted((source / "cls_data" / "train").iterdir())
+              if len(list(d.iterdir())) >= train_per and (source / "cls_data" / "dev" / d.name).is_dir()
+              and len(list((source / "cls_data" / "dev" / d.name).iterdir())) >= dev_per][:identities]
+    for split, count in (("train", train_per), ("dev", dev_per)):
+        for person in people:
+            target = dest / "cls_data" / split / person
+            target.mkdir(parents=True)
+            for image in sorted((source / "cls_data" / split / person).iterdir())[:count]:
+                shutil.copy(image, target / image.name)
+    lines = (source / "val_pairs.txt").read_text().splitlines()
+    chosen = [line for line in lines if line.endswith(" 1")][:pairs // 2]
+    chosen += [line for line in lines if line.endswith(" 0")][:pairs - len(chosen)]
+    (dest / "ver_data").mkdir(parents=True)
+    for name in {part for line in chosen for part in line.split()[:2]}:
+        shutil.copy(source / name, dest / name)
+    (dest / "val_pairs.txt").write_text("\n".join(chosen) + "\n")
+    return dest
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):

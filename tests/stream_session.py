@@ -25,6 +25,7 @@ VALUE_FIELDS = {
     "selectbox": "string_value",
     "radio": "string_value",
     "checkbox": "bool_value",
+    "toggle": "bool_value",
     "number_input": "double_value",
     "slider": "double_array_value",
     "multiselect": "string_array_value",
@@ -64,7 +65,14 @@ class RunResult:
             if element.kind == kind and element.label.startswith(label):
                 return element
         found = [f"{e.kind}:{e.label!r}" for e in self.elements if e.label]
-        raise LookupError(f"no {kind} labelled {label!r}; the page shows {found}")
+        raise LookupError(f"no {kind} labelled {label!r}; the page shows {found} and problems {self.problems()}")
+
+    def tables(self) -> list:
+        """Every st.dataframe of the run as a pyarrow Table (the bytes the browser decodes)."""
+        import pyarrow as pa
+
+        return [pa.ipc.open_stream(e.proto.arrow_data.data).read_all() for e in self.elements
+                if e.kind in ("dataframe", "table") and e.proto.arrow_data.data]
 
     def texts(self, kind: str | None = None) -> list[str]:
         return [e.text for e in self.elements if kind is None or e.kind == kind]
@@ -111,20 +119,24 @@ class StreamSession:
 
     def set(self, kind: str, label: str, value) -> RunResult:
         """Give a widget a value (as the user would) and rerun the page."""
-        element = self.last.find(kind, label)
-        state = WidgetState(id=element.proto.id)
-        value_field = VALUE_FIELDS[kind]
-        if value_field.endswith("array_value"):
-            getattr(state, value_field).data.extend(value)
-        else:
-            setattr(state, value_field, value)
-        self.widgets[state.id] = state
-        return self._rerun()
+        return self.change({(kind, label): value})
 
-    def click(self, label: str, kind: str = "button") -> RunResult:
-        element = self.last.find(kind, label)
-        trigger = WidgetState(id=element.proto.id, trigger_value=True)
-        return self._rerun(extra=[trigger])
+    def click(self, label: str) -> RunResult:
+        return self.change(click=label)
+
+    def change(self, values: dict | None = None, click: str | None = None) -> RunResult:
+        """Several widget values, and optionally a button press, in one rerun: what a user
+        does in a few seconds, sent at once (each (kind, label) is found on the last run)."""
+        for (kind, label), value in (values or {}).items():
+            state = WidgetState(id=self.last.find(kind, label).proto.id)
+            value_field = VALUE_FIELDS[kind]
+            if value_field.endswith("array_value"):
+                getattr(state, value_field).data.extend(value)
+            else:
+                setattr(state, value_field, value)
+            self.widgets[state.id] = state
+        extra = [WidgetState(id=self.last.find("button", click).proto.id, trigger_value=True)] if click else []
+        return self._rerun(extra=extra)
 
     def _rerun(self, page_name: str | None = None, extra: list[WidgetState] = ()) -> RunResult:
         message = BackMsg()
