@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from lib import config
 from lib.checkpoint import MODEL_FILE, load_checkpoint
+from lib.explore_threads import one_thread
 from lib.losses import LOSSES
 from lib.margins import MarginHead
 from lib.net import FaceNet
@@ -173,7 +174,7 @@ def raw_embeddings(model: FaceNet, images: torch.Tensor, mean, std,
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     model.eval()
     chunks = []
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread():
         for start in range(0, len(images), EMBED_BATCH):
             batch = (images[start:start + EMBED_BATCH].float() / 255.0 - mean_t) / std_t
             chunks.append(model.embed(batch).float().numpy())

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.data import load_split
+from lib.explore_threads import one_thread
 from lib.losses import LOSSES, build_loss
 
 TOY_LOSSES = ("ce", "sphereface", "cosface", "arcface", "center", "triplet")
@@ -174,15 +175,13 @@ def _tiny_work():
     """Tensors of 64 x 64 gain nothing from several threads, and on a busy machine the
     threads' hand-offs make training ten times slower: one thread while the toy trains.
     Once the loss is near zero its gradients are denormal floats, which the CPU handles
-    a hundred times slower: flush them to zero meanwhile."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-        torch.set_num_threads(threads)
+    a hundred times slower: flush them to zero meanwhile (this thread only)."""
+    with one_thread():
+        torch.set_flush_denormal(True)
+        try:
+            yield
+        finally:
+            torch.set_flush_denormal(False)
 
 
 def class_directions(net: ToyNet, loss_module: nn.Module) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 from torch import nn
 
+from lib.explore_threads import one_thread
 from lib.net import FaceNet
 from lib.spec import stage_output_sizes
 
@@ -173,7 +174,7 @@ def _attribute(forward: PixelClassifier, pixels: torch.Tensor, method: str, targ
 
 def _run(forward: PixelClassifier, pixels: torch.Tensor, method: str, target, stage, options) -> tuple:
     forward.eval()
-    with _LOCK:
+    with _LOCK, one_thread():
         with torch.no_grad():
             output = forward(pixels)
         # Captum needs gradients on the input; asking up front keeps it from warning.
