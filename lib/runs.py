@@ -262,3 +262,29 @@ def run_labels(jobs) -> dict[str, str]:
     for job in jobs:
         counts[job.name] = counts.get(job.name, 0) + 1
     return {job.id: job.name if counts[job.name] == 1 else f"{job.name} ({job.id[-4:]})" for job in jobs}
+
+
+def run_warnings(rows: list[dict]) -> list[str]:
+    """The engine's warnings recorded with the epochs (e.g. a margin loss stuck near chance), once each."""
+    seen: list[str] = []
+    for row in rows:
+        warning = row.get("warning")
+        if isinstance(warning, str) and warning and warning not in seen:
+            seen.append(warning)
+    return seen
+
+
+def headline(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(label, value, change since the previous epoch) of the latest epoch, for metric cards."""
+    if not rows:
+        return []
+    last, previous = rows[-1], rows[-2] if len(rows) > 1 else {}
+    cards = []
+    for key, label in (("dev_top1", "dev top-1"), ("auc", "verification AUC"), ("eer", "EER"),
+                       ("train_acc", "training accuracy")):
+        value = last.get(key)
+        if _is_number(value):
+            before = previous.get(key)
+            delta = f"{value - before:+.3f}" if _is_number(before) else ""
+            cards.append((label, f"{value:.3f}", delta))
+    return cards

@@ -85,21 +85,6 @@ def test_queue_limit_holds_when_sessions_tick_at_once(tmp_path):
     assert queue.get(ids[2]).reason == "cancelled before it started"
 
 
-def test_job_runs_to_done(tmp_path):
-    queue = jobs.JobQueue(tmp_path, max_running=1)
-    job_id = queue.submit(tiny("to-the-end"), "ada")
-    assert queue.tick() == [job_id]
-    job = wait_finished(queue, job_id)
-    assert (job.state, job.reason, job.exit_code) == ("done", "", 0)
-    assert job.started <= job.ended and job.attempts == 1 and job.device == "cpu"
-    metrics = runs.read_metrics(job.run_dir)
-    assert [row["epoch"] for row in metrics] == [1]
-    assert 0.0 <= metrics[0]["auc"] <= 1.0
-    assert (job.run_dir / "best" / "meta.json").is_file()
-    assert runs.read_progress(job.run_dir)["status"] == "done"
-    assert "done:" in runs.log_tail(job.run_dir)
-
-
 def test_killed_job_is_failed_on_restart_then_resumes(tmp_path):
     queue = jobs.JobQueue(tmp_path, max_running=1)
     job_id = queue.submit(tiny("killed", epochs=2), "ada")
@@ -115,12 +100,16 @@ def test_killed_job_is_failed_on_restart_then_resumes(tmp_path):
     assert job.state == "failed"
     assert "stopped without reporting" in job.reason
     assert "starting: step 0/" in job.log_tail
-    queue.resume(job_id)
+    queue.resume(job_id)  # killed before its first save: it starts over, and runs to the end
     assert queue.tick() == [job_id]
     job = wait_finished(queue, job_id)
-    assert (job.state, job.attempts) == ("done", 2)
-    assert len(runs.read_metrics(job.run_dir)) == 2
-    assert runs.read_progress(job.run_dir)["step"] == runs.read_progress(job.run_dir)["total_steps"]
+    assert (job.state, job.reason, job.exit_code, job.attempts, job.device) == ("done", "", 0, 2, "cpu")
+    assert job.started <= job.ended
+    metrics = runs.read_metrics(job.run_dir)
+    assert [row["epoch"] for row in metrics] == [1, 2] and 0.0 <= metrics[-1]["auc"] <= 1.0
+    progress = runs.read_progress(job.run_dir)
+    assert progress["status"] == "done" and progress["step"] == progress["total_steps"]
+    assert (job.run_dir / "best" / "meta.json").is_file() and "done:" in runs.log_tail(job.run_dir)
 
 
 def test_cancel_saves_and_resume_continues(tmp_path):

@@ -1,0 +1,76 @@
+"""Reading run folders for display: half-written files, resumed epochs, progress, headline numbers,
+and the named recipes and Train page fields against the engine's TrainConfig."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lib import recipes, runs, train_form
+from lib.train_config import TrainConfig, config_from_run
+
+
+def write_lines(path, *rows, tail: str = "") -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows) + tail)
+
+
+def test_metrics_skip_a_half_written_line_and_keep_the_latest_record_of_an_epoch(tmp_path):
+    write_lines(tmp_path / "metrics.jsonl", {"epoch": 1, "auc": 0.6}, {"epoch": 2, "auc": 0.7},
+                {"epoch": 2, "auc": 0.75}, tail='{"epoch": 3, "au')
+    assert runs.read_metrics(tmp_path) == [{"epoch": 1, "auc": 0.6}, {"epoch": 2, "auc": 0.75}]
+    assert runs.final_metrics(tmp_path)["best_auc"] == 0.75 and runs.final_metrics(tmp_path)["epochs_done"] == 2
+    assert runs.read_metrics(tmp_path / "missing") == [] and runs.read_progress(tmp_path) is None
+    (tmp_path / "progress.json").write_text('{"status": "runn')  # caught mid-write
+    assert runs.read_progress(tmp_path) is None
+
+
+def test_progress_fraction_and_durations():
+    assert runs.progress_fraction({"step": 30, "total_steps": 120}) == 0.25
+    assert runs.progress_fraction({"epoch": 3, "epochs": 4}) == 0.75
+    assert runs.progress_fraction({"step": 5, "total_steps": 0}) == 0.0 and runs.progress_fraction(None) == 0.0
+    assert [runs.format_duration(s) for s in (42, 185, 3720, None, -1)] == ["42 s", "3 min 05 s", "1 h 02 min", "-", "-"]
+
+
+def test_headline_and_warnings():
+    rows = [{"epoch": 1, "dev_top1": 0.2, "auc": 0.70, "eer": 0.35, "warning": "stuck"},
+            {"epoch": 2, "dev_top1": 0.3, "auc": 0.75, "eer": 0.30, "train_acc": 0.4, "warning": "stuck"}]
+    assert runs.headline(rows) == [("dev top-1", "0.300", "+0.100"), ("verification AUC", "0.750", "+0.050"),
+                                   ("EER", "0.300", "-0.050"), ("training accuracy", "0.400", "")]
+    assert runs.run_warnings(rows) == ["stuck"] and runs.headline([]) == []
+
+
+def test_log_tail_keeps_the_last_lines(tmp_path):
+    (tmp_path / "log.txt").write_text("".join(f"line {i}\n" for i in range(100)))
+    assert runs.log_tail(tmp_path, lines=3) == "line 97\nline 98\nline 99"
+    assert runs.log_tail(tmp_path / "none") == ""
+
+
+@pytest.mark.parametrize("name", sorted(recipes.all_recipes()))
+def test_every_recipe_is_a_valid_run(name):
+    recipe = recipes.all_recipes()[name]
+    assert set(recipe.config) <= {f for f in TrainConfig.__dataclass_fields__}
+    model = recipe.model or recipe.preset or "face_resnet"
+    config = config_from_run({"name": name, "model": model, "config": recipe.config})
+    values = train_form.recipe_values(recipe)
+    assert all(values[key] == getattr(config, key) for key in values if key != "label_smoothing")
+
+
+def test_page_fields_are_trainconfig_fields_within_its_limits():
+    defaults = TrainConfig()
+    for field in train_form.FIELDS.values():
+        assert hasattr(defaults, field.name)
+        if field.kind in ("int", "float"):  # both ends of a widget's range are values the engine accepts
+            for end in (field.low, field.high):
+                value = int(end) if field.kind == "int" else float(end)
+                settings = {field.name: value, "nesterov": False}  # Nesterov needs momentum > 0
+                assert getattr(config_from_run({"model": "face_resnet", "config": settings}), field.name) == value
+        if field.kind == "choice":
+            for choice in field.choices:
+                config_from_run({"model": "face_resnet", "config": {field.name: choice}})
+
+
+def test_steps_in_words():
+    values = {"batch_size": 64, "epochs": 10, "warmup_epochs": 1.0, "ema": True, "ema_decay": 0.999}
+    text = train_form.step_facts(2802, values)
+    assert "**43 steps per epoch**, 430 in all" in text and "warm-up 43 steps" in text
+    assert "about 1,000 steps (**more than half the run: lower the decay**)" in text
