@@ -121,8 +121,8 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], log_fpr: bool =
     for index, (label, (fpr, tpr)) in enumerate(curves.items()):
         fig.add_trace(go.Scatter(x=np.clip(fpr, 1e-4, 1) if log_fpr else fpr, y=tpr, mode="lines", name=label,
                                  line={"color": MODEL_COLORS[index % len(MODEL_COLORS)], "width": 3}))
-    fig.add_trace(go.Scatter(x=[1e-4 if log_fpr else 0, 1], y=[1e-4 if log_fpr else 0, 1], mode="lines",
-                             name="chance", line={"color": "#aaaaaa", "dash": "dot"}))
+    chance = np.logspace(-4, 0, 60) if log_fpr else np.array([0.0, 1.0])  # y = x is a curve on a log axis
+    fig.add_trace(go.Scatter(x=chance, y=chance, mode="lines", name="chance", line={"color": "#aaaaaa", "dash": "dot"}))
     fig.update_layout(height=400, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="ROC curves",
                       xaxis_title="false accept rate (FPR)" + (", log scale" if log_fpr else ""),
                       yaxis_title="true accept rate (TPR)", legend={"orientation": "h", "y": -0.2})

@@ -126,6 +126,8 @@ def threshold_section() -> None:
         rates = explore_metrics.rates_at(*scores[label], threshold)
         cell.metric(f"{label}: TAR", f"{rates['TAR']:.1%}")
         cell.metric(f"{label}: FAR", f"{rates['FAR']:.1%}")
+    st.caption("TAR: share of same-person pairs accepted at this threshold. FAR: share of different-person "
+               "pairs accepted. Slide right and both fall; a good model keeps TAR high while FAR drops.")
     st.plotly_chart(figs.histogram_figure(scores, threshold), key="embeddings.histograms")
     which = st.selectbox("errors of", chosen, key="embeddings.errors_of")
     pair_set = state.images(root, "verification")
@@ -133,14 +135,15 @@ def threshold_section() -> None:
     accepts, rejects = explore_metrics.errors_at(scores_w, labels_w, threshold)
     for title, found in (("False accepts: different people above the threshold", accepts),
                          ("False rejects: the same person below the threshold", rejects)):
-        st.markdown(f"**{title}** ({len(found)} shown)")
+        st.markdown(f"**{title}** ({len(found)} shown, worst first)")
         if not found:
             st.caption("none at this threshold")
-            continue
-        faces = [pair_set.images[j].permute(1, 2, 0).numpy() for p in found for j in pairs_w[p]]
-        names = [f"{figs.pretty(pair_set.names[pair_set.labels[j]])} ({scores_w[p]:.2f})"
-                 for p in found for j in pairs_w[p]]
-        st.image(faces, width=72, caption=names)
+        for start in range(0, len(found), 4):
+            for cell, p in zip(st.columns(4), found[start:start + 4]):
+                a, b = (int(j) for j in pairs_w[p])
+                cell.image([pair_set.images[j].permute(1, 2, 0).numpy() for j in (a, b)], width=72)
+                cell.caption(f"{figs.pretty(pair_set.names[pair_set.labels[a]])} / "
+                             f"{figs.pretty(pair_set.names[pair_set.labels[b]])}: cosine {scores_w[p]:.2f}")
 
 
 st.header("Pick a threshold")
