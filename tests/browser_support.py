@@ -208,3 +208,44 @@ def screenshot(page, name: str) -> Path:
     finally:
         page.set_viewport_size(viewport)
     return path
+
+
+# --------------------------------------------------------------------------- widgets, as a user works them
+
+def widget(page, testid: str, label: str):
+    """The widget of a kind (its data-testid) whose label reads `label`."""
+    label_locator = page.locator('[data-testid="stWidgetLabel"]').filter(has_text=label)
+    return page.locator(f'[data-testid="{testid}"]').filter(has=label_locator).first
+
+
+def fill_text(page, label: str, value: str) -> None:
+    field = widget(page, "stTextInput", label).locator("input")
+    field.fill(value)
+    field.press("Enter")
+    wait_idle(page)
+
+
+def set_number(page, label: str, value, nth: int = 0) -> None:
+    label_locator = page.locator('[data-testid="stWidgetLabel"]').filter(has_text=label)
+    field = page.locator('[data-testid="stNumberInput"]').filter(has=label_locator).nth(nth).locator("input")
+    field.fill(str(value))
+    field.press("Enter")
+    wait_idle(page)
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` (its text as shown) in the selectbox labelled `label`."""
+    widget(page, "stSelectbox", label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def click(page, name: str) -> None:
+    page.get_by_role("button", name=name).first.click()
+    wait_idle(page)
+
+
+def metric_value(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]').filter(has_text=label)).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()

@@ -1,0 +1,99 @@
+"""A newcomer's first visit, in a real browser: home, Build, Augment, Train, Runs,
+Embeddings, Saliency, Margins and Inspect, with a screenshot of every page
+(test-artifacts/screenshots/) and no exception or error box anywhere.
+
+The student brings a small data set of their own (a few identities in the HW2P2
+layout, found through FACELAB_DATA_ROOTS), so the quick CPU recipe trains on it in
+seconds; everything else is the real app, the real queue and a real job.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from browser_support import (chromium, choose, click, fill_text, metric_value, open_page, problems,
+                             require_chromium, running_app, screenshot, set_number, wait_idle)
+from job_support import small_dataset
+from lib import jobs
+from lib.net import count_params
+from lib.presets import PRESETS
+
+JOB_TIMEOUT = 240
+
+
+def look(page, name: str) -> None:
+    """Screenshot the page, then fail if it shows an exception or an error."""
+    screenshot(page, name)
+    found = problems(page)
+    assert found == [], f"{name}: {found}"
+
+
+def preview_sources(page) -> list[str]:
+    return page.locator('[data-testid="stImage"] img').evaluate_all("images => images.map(i => i.src)")
+
+
+def test_a_newcomers_journey(tmp_path):
+    require_chromium()
+    data_root = small_dataset(tmp_path / "data" / "my-faces", identities=6, train_per=8)
+    runs_dir = tmp_path / "runs"
+    env = {"FACELAB_DATA_ROOTS": str(data_root.parent), jobs.MAX_JOBS_ENV: "1"}
+    with running_app(runs_dir, env=env) as server, chromium() as page:
+        page.goto(server.url)
+        wait_idle(page, timeout=180)
+        look(page, "01-home")
+        fill_text(page, "Your name", "ada")
+        choose(page, "Data set", "my-faces")
+
+        # Build: a preset, then one stage deeper; the counts follow.
+        open_page(page, "Build")
+        choose(page, "Start from", "face_mobilenet (64x64 faces)")
+        click(page, "Load")
+        preset = PRESETS["face_mobilenet"]
+        assert metric_value(page, "Parameters") == f"{count_params(preset):,}"
+        set_number(page, "Depth", preset.stages[0].depth + 1)
+        deeper = dataclasses.replace(preset, stages=(dataclasses.replace(preset.stages[0], depth=preset.stages[0].depth + 1),
+                                                     *preset.stages[1:]))
+        assert metric_value(page, "Parameters") == f"{count_params(deeper):,}"
+        click(page, "Use this model for training")
+        look(page, "02-build")
+
+        # Augment: drop a transform; the preview grid changes.
+        open_page(page, "Augment")
+        before = preview_sources(page)
+        page.get_by_role("button", name="Remove RandomHorizontalFlip").click()
+        wait_idle(page)
+        assert preview_sources(page) != before
+        click(page, "Use this pipeline for training")
+        look(page, "03-augment")
+
+        # Train: the quick CPU recipe, made quicker, on the student's own data.
+        open_page(page, "Train")
+        set_number(page, "Epochs", 2)
+        set_number(page, "Batch size", 16)
+        look(page, "04-train")
+        click(page, "Launch")
+        assert page.get_by_text("Launched").count() >= 1
+        look(page, "05-train-launched")
+
+        # Runs: the job runs and finishes while the page refreshes itself.
+        open_page(page, "Runs")
+        look(page, "06-runs-running")
+        status = page.locator('[data-testid="stProgress"]').first
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while "done" not in status.inner_text() and time.monotonic() < deadline:
+            assert "failed" not in status.inner_text(), status.inner_text()
+            time.sleep(1.0)
+        assert "done" in status.inner_text()
+        wait_idle(page)
+        look(page, "07-runs-done")
+
+        open_page(page, "Embeddings")
+        look(page, "08-embeddings")
+        open_page(page, "Saliency")
+        look(page, "09-saliency")
+        open_page(page, "Margins")
+        look(page, "10-margins")
+        open_page(page, "Inspect")
+        look(page, "11-inspect")
