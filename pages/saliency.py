@@ -23,21 +23,9 @@ chosen = top[0].multiselect("checkpoints (1 to 4)", list(options), state.default
 mode = top[1].radio("explain", ["a class score (one face)", "a pair's similarity (verification)"],
                     key="saliency.mode")
 pair_mode = mode.startswith("a pair")
-row = st.columns(4)
-method = row[0].selectbox("method", list(saliency.METHODS), key="saliency.method",
-                          format_func=lambda m: saliency.METHODS[m].title)
-target = row[1].radio("target class", saliency.TARGET_KINDS, key="saliency.target", disabled=pair_mode,
-                      help="predicted: the class the model picks; true: the face's own identity; "
-                           "chosen: any identity you pick below")
-stage = row[2].selectbox("GradCAM stage", [0, 1, 2], key="saliency.stage",
-                         disabled=not saliency.METHODS[method].uses_stage,
-                         format_func=lambda k: ["last stage", "second to last", "third to last"][k])
-opacity = row[3].slider("overlay opacity", 0.0, 1.0, 0.5, 0.05, key="saliency.opacity")
-st.caption(saliency.METHODS[method].explanation)
 if not chosen:
     show_error("No checkpoint chosen.", "Pick one to four checkpoints above.")
     st.stop()
-
 root = str(data_root())
 try:
     models = [state.open_model(options[label], label) for label in chosen]
@@ -49,6 +37,19 @@ try:
 except ValueError as err:
     show_error(f"This checkpoint or data set cannot be used: {err}", "Pick another one.")
     st.stop()
+stages = [name for name, _ in saliency.stage_choices(models[0].model)][::-1]  # counted from the last
+row = st.columns(4)
+method = row[0].selectbox("method", list(saliency.METHODS), key="saliency.method",
+                          format_func=lambda m: saliency.METHODS[m].title)
+target = row[1].radio("target class", saliency.TARGET_KINDS, key="saliency.target", disabled=pair_mode,
+                      help="predicted: the class the model picks; true: the face's own identity; "
+                           "chosen: any identity you pick below")
+stage = row[2].selectbox("GradCAM stage", range(len(stages)), key="saliency.stage",
+                         disabled=not saliency.METHODS[method].uses_stage, format_func=lambda k: stages[k],
+                         help=f"Stages of {chosen[0]}, counted from the last; other checkpoints use their stage "
+                              "at the same distance from the end.")
+opacity = row[3].slider("overlay opacity", 0.0, 1.0, 0.5, 0.05, key="saliency.opacity")
+st.caption(saliency.METHODS[method].explanation)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
