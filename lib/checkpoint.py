@@ -174,6 +174,25 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, meta: dict,
     return folder
 
 
+def publish_checkpoint(source: str | os.PathLike, target: str | os.PathLike, extra_meta: dict) -> Path:
+    """Copy checkpoint folder ``source`` to ``target`` (atomically), merging ``extra_meta`` into its meta."""
+    source, target = Path(source), Path(target)
+    meta = read_meta(source)
+    meta.update(extra_meta)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        for name in (MODEL_FILE, LOSS_FILE):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, staged / name)
+        (staged / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n", encoding="utf-8")
+        replace_folder(staged, target)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    return target
+
+
 # ----------------------------------------------------------------------------- loading
 
 def strip_wrapper_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import errno
 import gc
-import math
 import random
 import sys
 import time
 import traceback
 from contextlib import nullcontext
 from dataclasses import replace
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from lib.checkpoint import load_checkpoint, save_checkpoint
+from lib.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from lib.ema import ModelEma
 from lib.losses import LOSSES, build_loss
 from lib.net import FaceNet
@@ -170,8 +168,11 @@ class Trainer:
 
     def progress(self, status: str = "running", message: str = "", force: bool = False) -> None:
         speed = self.tally.images_per_s() or (self.records[-1]["images_per_s"] if self.records else 0.0)
-        remaining = self.total_steps - self.step
-        eta = remaining * self.config.batch_size / speed if speed and status == "running" else 0.0
+        eta = 0.0
+        if status == "running" and self.step > self.session_start_step:
+            # Wall time per step so far in this session, evaluation included.
+            per_step = (time.perf_counter() - self.started) / (self.step - self.session_start_step)
+            eta = (self.total_steps - self.step) * per_step
         fields = dict(status=status, epoch=self.epoch, epochs=self.config.epochs, step=self.step,
                       total_steps=self.total_steps, images_per_s=round(speed, 2), eta_s=round(eta, 1),
                       message=message or (self.warnings[-1] if self.warnings else ""),
@@ -227,10 +228,10 @@ class Trainer:
         if resume:
             self.restore(self.run_folder.load_resume())
         else:
-            from lib.checkpoint import atomic_write_json
             atomic_write_json(self.run_folder.config_file, self.config.to_dict())
             self.run_folder.align_metrics([])
         self.started = self.last_resume_save = time.perf_counter()
+        self.session_start_step = self.step
         self.emit("start", epoch=self.epoch, step=self.step, total_steps=self.total_steps,
                   device=self.device, resumed=resume)
         self.progress(force=True, message="resumed" if resume else "started")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.checkpoint import atomic_torch_save, atomic_write_json
+from lib.checkpoint import atomic_torch_save, atomic_write_json, atomic_write_text
 
 STATUSES = ("running", "done", "failed", "cancelled")
 PROGRESS_EVERY_S = 2.0
@@ -98,9 +98,7 @@ class RunFolder:
 
     def align_metrics(self, records: list[dict]) -> None:
         """Make metrics.jsonl hold exactly ``records`` (the epochs the resume state has finished)."""
-        text = "".join(json.dumps(r) + "\n" for r in records)
-        from lib.checkpoint import atomic_write_text
-        atomic_write_text(self.metrics_file, text)
+        atomic_write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in records))
 
     # -- resume -----------------------------------------------------------------------------
     def save_resume(self, state: dict) -> None:

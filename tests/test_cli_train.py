@@ -61,7 +61,7 @@ def test_sigterm_cancels_and_kill_9_resumes_to_the_same_step_count(tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
 
-    proc = _start(run_file, out, "--resume")
+    proc = _start(run_file, out, "--resume", "--publish", str(tmp_path / "published"))
     log = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, log
     resumed_at = int(log.split("resuming at step ")[1].split("/")[0])
@@ -71,6 +71,9 @@ def test_sigterm_cancels_and_kill_9_resumes_to_the_same_step_count(tmp_path):
     records = RunFolder(out).read_metrics()
     assert [r["epoch"] for r in records] == [1, 2] and records[-1]["step"] == progress["total_steps"]
     assert load_checkpoint(out / "best").meta["metrics"]["auc"] == max(r["auc"] for r in records)
+    published = load_checkpoint(tmp_path / "published").meta
+    assert published["recipe"] == str(run_file) and published["run_wall_s"] > 0
+    assert published["metrics"] == load_checkpoint(out / "best").meta["metrics"]
 
 
 def test_bad_run_file_exits_2_naming_the_field(tmp_path, capsys):

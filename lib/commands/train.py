@@ -11,6 +11,7 @@ Exit codes: 0 done or cancelled, 1 failed (reason in progress.json), 2 bad confi
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -18,11 +19,17 @@ from pathlib import Path
 
 from lib import config as paths
 
+# Idle OpenMP threads sleep instead of spinning: on a CPU shared with other jobs, spinning
+# threads burn the cores the other threads of this run are waiting for. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("run_file", nargs="?", metavar="RUN.json", help="run file (recipes/*.json or your own)")
     parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<name>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its resume state")
+    parser.add_argument("--publish", metavar="CHECKPOINT_DIR",
+                        help="when the run is done, copy its best checkpoint there (e.g. checkpoints/demo-ce)")
 
 
 class StopFlag:
@@ -93,4 +100,16 @@ def run(args) -> int:
         if out is not None:
             fail(out, f"bad configuration: {err}")
         return 2
+    if summary["status"] == "done" and args.publish:
+        publish(out, Path(args.publish), args.run_file, summary)
     return 1 if summary["status"] == "failed" else 0
+
+
+def publish(out: Path, target: Path, run_file: str | None, summary: dict) -> None:
+    """Copy the run's best checkpoint, recording how it was made and what the run cost."""
+    from lib.checkpoint import publish_checkpoint
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    extra = {"recipe": str(run_file) if run_file else "", "run_wall_s": round(summary["elapsed_s"], 1),
+             "run_epochs": summary["epoch"], "machine": {"cpus": os.cpu_count(), "load_average_1min_at_end": load}}
+    publish_checkpoint(out / "best", target, extra)
+    print(f"published the best checkpoint to {target}", flush=True)
