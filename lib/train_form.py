@@ -148,6 +148,8 @@ def step_facts(images: int, values: dict) -> str:
     text = f"{images:,} images / batch {values['batch_size']} = **{per_epoch} steps per epoch**, {total:,} in all"
     if values.get("warmup_epochs"):
         text += f"; warm-up {round(values['warmup_epochs'] * per_epoch):,} steps"
+        if values["warmup_epochs"] >= int(values["epochs"]):
+            text += " (**the whole run: the rate never decays; shorten the warm-up**)"
     if values.get("ema"):
         horizon = 1 / max(1e-9, 1 - float(values["ema_decay"]))
         text += f"; the EMA averages about {horizon:,.0f} steps"

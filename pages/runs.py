@@ -118,9 +118,9 @@ def job_detail(job_id: str) -> None:
     for warning in runs.run_warnings(rows):
         st.warning(warning, icon=":material/warning:")
     if rows:
+        st.caption(f"After epoch {rows[-1].get('epoch')}, with the change since the epoch before:")
         for col, (label, value, delta) in zip(st.columns(4), runs.headline(rows)):
-            col.metric(f"{label} (epoch {rows[-1].get('epoch')})", value, delta or None,
-                       delta_color="inverse" if label == "EER" else "normal")
+            col.metric(label, value, delta or None, delta_color="inverse" if label == "EER" else "normal")
         st.plotly_chart(run_curves(rows), key=f"runs.curves.{job.id}")
         st.caption("**Watch validation, not training.** Training accuracy is measured on augmented (and, with "
                    "MixUp/CutMix, blended) images, so it can sit below dev accuracy; when it climbs while dev "
