@@ -15,6 +15,7 @@ script runs) and the header shows ``[data-testid="stStatusWidget"]`` meanwhile.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -212,10 +213,15 @@ def screenshot(page, name: str) -> Path:
 
 # --------------------------------------------------------------------------- widgets, as a user works them
 
+def _label(page, label: str):
+    """A widget label reading exactly `label` ("Epochs" must not find "Warm-up epochs")."""
+    exact = re.compile(rf"^\s*{re.escape(label)}\s*$")
+    return page.locator('[data-testid="stWidgetLabel"]').filter(has_text=exact)
+
+
 def widget(page, testid: str, label: str):
     """The widget of a kind (its data-testid) whose label reads `label`."""
-    label_locator = page.locator('[data-testid="stWidgetLabel"]').filter(has_text=label)
-    return page.locator(f'[data-testid="{testid}"]').filter(has=label_locator).first
+    return page.locator(f'[data-testid="{testid}"]').filter(has=_label(page, label)).first
 
 
 def fill_text(page, label: str, value: str) -> None:
@@ -226,8 +232,7 @@ def fill_text(page, label: str, value: str) -> None:
 
 
 def set_number(page, label: str, value, nth: int = 0) -> None:
-    label_locator = page.locator('[data-testid="stWidgetLabel"]').filter(has_text=label)
-    field = page.locator('[data-testid="stNumberInput"]').filter(has=label_locator).nth(nth).locator("input")
+    field = page.locator('[data-testid="stNumberInput"]').filter(has=_label(page, label)).nth(nth).locator("input")
     field.fill(str(value))
     field.press("Enter")
     wait_idle(page)
@@ -246,6 +251,20 @@ def click(page, name: str) -> None:
 
 
 def metric_value(page, label: str) -> str:
+    exact = re.compile(rf"^\s*{re.escape(label)}\s*$")
     box = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]').filter(has_text=label)).first
+        has=page.locator('[data-testid="stMetricLabel"]').filter(has_text=exact)).first
     return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def add_choice(page, label: str, option_part: str) -> None:
+    """Add the first option containing `option_part` to the multiselect labelled `label`."""
+    widget(page, "stMultiSelect", label).click()
+    page.get_by_role("option").filter(has_text=option_part).first.click()
+    page.keyboard.press("Escape")
+    wait_idle(page)
+
+
+def multiselect_values(page, label: str) -> list[str]:
+    tags = widget(page, "stMultiSelect", label).locator("[data-tag] span[title]")
+    return [tags.nth(i).get_attribute("title") for i in range(tags.count())]

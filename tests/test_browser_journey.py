@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from browser_support import (chromium, choose, click, fill_text, metric_value, open_page, problems,
-                             require_chromium, running_app, screenshot, set_number, wait_idle)
+from browser_support import (add_choice, chromium, choose, click, fill_text, metric_value, multiselect_values,
+                             open_page, problems, require_chromium, running_app, screenshot, set_number,
+                             wait_idle)
 from job_support import small_dataset
-from lib import jobs
+from lib import config, jobs
 from lib.net import count_params
 from lib.presets import PRESETS
 
@@ -72,6 +73,9 @@ def test_a_newcomers_journey(tmp_path):
         open_page(page, "Train")
         set_number(page, "Epochs", 2)
         set_number(page, "Batch size", 16)
+        # 48 images of the student's 6 identities, 16 a batch: what the page must work out.
+        plan = page.locator('[data-testid="stAlertContentInfo"]').filter(has_text="steps per epoch").inner_text()
+        assert "3 steps per epoch" in plan and "6 in all" in plan, plan
         look(page, "04-train")
         click(page, "Launch")
         assert page.get_by_text("Launched").count() >= 1
@@ -89,7 +93,16 @@ def test_a_newcomers_journey(tmp_path):
         wait_idle(page)
         look(page, "07-runs-done")
 
+        # Embeddings: the new run beside the demo checkpoints the project ships.
         open_page(page, "Embeddings")
+        picker = "checkpoints (1 to 4)"
+        if not any("face_mobilenet" in value for value in multiselect_values(page, picker)):
+            add_choice(page, picker, "face_mobilenet")
+        chosen = multiselect_values(page, picker)
+        demos = sorted(meta.parent.name for meta in config.CHECKPOINTS_DIR.glob("*/meta.json"))
+        assert any("face_mobilenet" in value for value in chosen), chosen
+        assert not demos or any(not value.startswith("run ") for value in chosen), chosen
+        wait_idle(page, timeout=180)
         look(page, "08-embeddings")
         open_page(page, "Saliency")
         look(page, "09-saliency")
