@@ -111,7 +111,8 @@ def scatter_sphere(coords: np.ndarray, choice: ImageChoice, colored: list[int], 
     axis = {"visible": False, "range": [-1.1, 1.1]}
     fig.update_layout(title=title, height=430, margin={"l": 0, "r": 0, "t": 40, "b": 0},
                       legend={"orientation": "h", "y": -0.05, "font": {"size": 10}},
-                      scene={"xaxis": axis, "yaxis": axis, "zaxis": axis, "aspectmode": "cube"})
+                      scene={"xaxis": axis, "yaxis": axis, "zaxis": axis, "aspectmode": "cube",
+                             "camera": {"eye": {"x": 0.95, "y": 0.95, "z": 0.6}}})
     return fig
 
 
