@@ -127,7 +127,7 @@ if spec is None or facts["identities"] == 0:
     st.stop()
 try:
     model = train_form.model_facts(spec, facts["identities"])
-except ValueError as err:
+except (ValueError, TypeError) as err:  # a spec edited into an impossible shape
     show_error(f"This model cannot be built: {err}", "Fix it on the Build page, or pick a preset.")
     st.stop()
 cols = st.columns(4)
@@ -193,7 +193,7 @@ if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="tra
     try:
         run = train_form.build_run(name, spec, data_root(), pipeline, loss, loss_params, values, init_from)
         job_id = queue.submit(run, user_name())
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         show_error(f"This run cannot start: {err}", "Change the setting named above and launch again.")
     else:
         queue.tick()

@@ -152,3 +152,11 @@ def test_fine_tuning_takes_a_checkpoint_of_the_same_identities(runs_folder):
     app.selectbox(key="train.init_from").set_value(next(o for o in options if "other-data" in o)).run()
     assert f"trained on 4 identities and this data set has {IDENTITIES}" in app.error[0].value
     assert not app.button  # nothing to launch
+
+
+def test_an_impossible_build_model_gets_a_message_not_a_traceback():
+    broken = PRESETS["face_resnet"].to_dict()
+    broken["stages"][1]["out_chs"] = 0
+    app = train_page(**{"facelab.model_spec": broken})
+    assert "This model cannot be built: stages[1].out_chs" in app.error[0].value
+    assert not app.button
