@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import stat
 import zipfile
 from dataclasses import dataclass, field
@@ -39,6 +40,22 @@ MAX_MEMBERS = 200
 MAX_RATIO = 200                   # inflated / compressed size of one member (zip bombs)
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")
 _SAFETENSORS_HEADER_LIMIT = 16 * 2**20
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+_UNSAFE_MEMBER = re.compile(r"[^A-Za-z0-9._/ -]+")
+
+
+def display_name(name: str) -> str:
+    """An uploaded file's name as FaceLab uses and shows it: the last part only, without markup,
+    links or line breaks (messages are rendered as Markdown)."""
+    base = re.split(r"[\\/]", str(name))[-1]
+    return _UNSAFE_NAME.sub("_", base).strip()[:80] or "the file"
+
+
+def _member_name(name: str) -> str:
+    """A zip member's path for messages, with anything but plain path characters replaced."""
+    return _UNSAFE_MEMBER.sub("_", name)[:120]
 
 
 @dataclass
@@ -140,15 +157,15 @@ def _metrics_rows(text: str) -> list[dict]:
 def _safe_member(info: zipfile.ZipInfo) -> PurePosixPath:
     path = PurePosixPath(info.filename)
     if info.filename.startswith(("/", "\\")) or ":" in info.filename or ".." in path.parts or "\\" in info.filename:
-        raise ValueError(f"zip member {info.filename!r}: paths must stay inside the archive (no '..', no "
+        raise ValueError(f"zip member {_member_name(info.filename)!r}: paths must stay inside the archive (no '..', no "
                          "absolute paths)")
     if stat.S_ISLNK(info.external_attr >> 16):
-        raise ValueError(f"zip member {info.filename!r}: links are not accepted")
+        raise ValueError(f"zip member {_member_name(info.filename)!r}: links are not accepted")
     if info.file_size > MAX_MEMBER_BYTES:
-        raise ValueError(f"zip member {info.filename!r}: {info.file_size / 2**20:.0f} MB is over the "
+        raise ValueError(f"zip member {_member_name(info.filename)!r}: {info.file_size / 2**20:.0f} MB is over the "
                          f"{MAX_MEMBER_BYTES / 2**20:.0f} MB limit")
     if info.compress_size and info.file_size / info.compress_size > MAX_RATIO:
-        raise ValueError(f"zip member {info.filename!r} inflates {info.file_size // info.compress_size}x: "
+        raise ValueError(f"zip member {_member_name(info.filename)!r} inflates {info.file_size // info.compress_size}x: "
                          "refused as a possible zip bomb")
     return path
 
@@ -169,7 +186,7 @@ def _checkpoint_folder(members: dict[PurePosixPath, zipfile.ZipInfo]) -> PurePos
     """The folder holding model.safetensors + meta.json: best/ before last/ before anything else."""
     folders = [path.parent for path in members if path.name == MODEL_FILE and path.parent / META_FILE in members]
     if not folders:
-        pickles = [str(p) for p in members if p.suffix in PICKLE_SUFFIXES or p.name == "data.pkl"]
+        pickles = [_member_name(str(p)) for p in members if p.suffix in PICKLE_SUFFIXES or p.name == "data.pkl"]
         hint = (f" It holds pickled files ({', '.join(pickles[:3])}), which are never loaded: save the weights "
                 "with safetensors.") if pickles else ""
         raise ValueError("the zip has no folder with both model.safetensors and meta.json." + hint)
@@ -197,6 +214,7 @@ def load_upload(files: list[tuple[str, bytes]]) -> UploadedCheckpoint:
     """Dispatch what the user uploaded: one .zip, or model.safetensors + meta.json (+ loss.safetensors)."""
     if not files:
         raise ValueError("nothing uploaded")
+    files = [(display_name(name), data) for name, data in files]  # names classify files, never paths
     for name, data in files:
         _check_size(name, data)
         if Path(name).suffix.lower() in PICKLE_SUFFIXES:
