@@ -155,3 +155,150 @@ def test_no_secrets_are_tracked_in_the_repository():
 def test_local_secrets_are_ignored_by_git():
     ignored = subprocess.run(["git", "check-ignore", "-q", ".streamlit/secrets.toml"], cwd=ROOT)
     assert ignored.returncode == 0, "add .streamlit/secrets.toml to .gitignore (a login's secrets live there)"
+
+
+# --------------------------------------------------------------------------- uploads
+
+class Trap:
+    """Unpickling this creates a file: proof that a pickle was (or was not) opened."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def good_files(tmp_path) -> dict[str, bytes]:
+    """model.safetensors and meta.json of a real (tiny) checkpoint, as an upload carries them."""
+    from job_support import tiny_model
+    from lib.checkpoint import save_checkpoint
+    from lib.net import FaceNet
+    from lib.spec import ModelSpec
+
+    folder = save_checkpoint(tmp_path / "ckpt", FaceNet(ModelSpec.from_dict(tiny_model())), {"epoch": 1})
+    return {name: (folder / name).read_bytes() for name in ("model.safetensors", "meta.json")}
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def pickles(marker: Path) -> dict[str, bytes]:
+    import io
+    import pickle
+
+    import torch
+
+    saved = io.BytesIO()
+    torch.save({"weight": Trap(marker)}, saved)
+    return {"torch.save": saved.getvalue(), "pickle": pickle.dumps(Trap(marker))}
+
+
+def test_the_trap_fires_when_a_pickle_is_opened(tmp_path):
+    import pickle
+
+    marker = tmp_path / "opened"
+    pickle.loads(pickles(marker)["pickle"])
+    assert marker.exists()  # so its absence below means: never unpickled
+
+
+@pytest.mark.parametrize("kind", ["torch.save", "pickle"])
+def test_uploaded_pickles_are_refused_and_never_opened(tmp_path, good_files, kind):
+    from lib import upload
+
+    marker = tmp_path / "opened"
+    payload = pickles(marker)[kind]
+    attempts = [
+        [("model.safetensors", payload), ("meta.json", good_files["meta.json"])],  # disguised
+        [("model.pt", payload), ("meta.json", good_files["meta.json"])],
+        [("run.zip", zipped({"best/model.safetensors": payload, "best/meta.json": good_files["meta.json"]}))],
+        [("run.zip", zipped({"best/model.pt": payload, "best/meta.json": good_files["meta.json"]}))],
+    ]
+    for files in attempts:
+        with pytest.raises(ValueError):
+            upload.load_upload(files)
+    assert not marker.exists()
+
+
+def test_a_real_checkpoint_upload_loads(good_files):
+    from lib import upload
+
+    loose = upload.load_upload(list(good_files.items()))
+    packed = upload.load_upload([("run.zip", zipped({f"run/best/{k}": v for k, v in good_files.items()}))])
+    assert loose.fingerprint == packed.fingerprint
+    assert loose.spec.name == "tiny"
+
+
+def test_uploads_are_capped(good_files):
+    from lib import upload
+
+    settings = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert upload.MAX_FILE_BYTES <= settings["server"]["maxUploadSize"] * 2**20
+    with pytest.raises(ValueError, match="limit"):
+        upload.load_upload([("model.safetensors", b"\0" * (upload.MAX_FILE_BYTES + 1)),
+                            ("meta.json", good_files["meta.json"])])
+    bomb = zipped({"best/meta.json": good_files["meta.json"], "best/model.safetensors": b"\0" * (30 * 2**20)})
+    assert len(bomb) < 2**20
+    with pytest.raises(ValueError, match="bomb|limit"):
+        upload.load_upload([("run.zip", bomb)])
+    crowd = zipped({f"run/{i}.txt": b"x" for i in range(upload.MAX_MEMBERS + 1)})
+    with pytest.raises(ValueError, match="members"):
+        upload.load_upload([("run.zip", crowd)])
+
+
+def test_upload_names_never_become_paths(tmp_path, monkeypatch, good_files):
+    """Names only say what a file is; nothing is written, and a zip may not point outside itself."""
+    from lib import upload
+
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    upload.load_upload([("../../../../tmp/escape/model.safetensors", good_files["model.safetensors"]),
+                        ("..\\..\\meta.json", good_files["meta.json"])])
+    assert sorted(tmp_path.rglob("*")) == before and not Path("/tmp/escape").exists()
+    for member in ("../best/model.safetensors", "/abs/model.safetensors"):
+        with pytest.raises(ValueError, match="inside the archive"):
+            upload.load_upload([("run.zip", zipped({member: good_files["model.safetensors"],
+                                                    "best/meta.json": good_files["meta.json"]}))])
+
+
+def test_upload_names_in_messages_are_sanitized(good_files):
+    """A file name is shown back in the error (rendered as Markdown): markup, links and line
+    breaks in it must not reach the page."""
+    from lib import upload
+
+    name = "x<img src=x onerror=alert(1)>\n# big [click](http://example.invalid) `code`.pt"
+    with pytest.raises(ValueError) as caught:
+        upload.load_upload([(name, b"\x80\x04junk"), ("meta.json", good_files["meta.json"])])
+    message = str(caught.value)
+    for fragment in ("<img", "\n", "](", "`", "# big"):
+        assert fragment not in message, (fragment, message)
+    member = "best/[click](http://example.invalid)/../model.safetensors"
+    with pytest.raises(ValueError) as caught:
+        upload.load_upload([("run.zip", zipped({member: b"x", "best/meta.json": good_files["meta.json"]}))])
+    assert "](" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- the live server
+
+def test_the_running_app_refuses_uploads_without_its_xsrf_token(tmp_path):
+    """An upload from another site (no XSRF cookie and header) is refused before anything else."""
+    import urllib.error
+    import urllib.request
+
+    from browser_support import running_app
+
+    with running_app(tmp_path / "runs") as server:
+        request = urllib.request.Request(f"{server.url}/_stcore/upload_file/any-session/any-file", method="PUT",
+                                         data=b"--x--", headers={"Content-Type": "multipart/form-data; boundary=x"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+        assert caught.value.code == 403
