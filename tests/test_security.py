@@ -84,6 +84,40 @@ def test_pairs_lines_naming_files_outside_the_data_set_are_skipped(tmp_path):
     assert any("outside" in problem for problem in pairs.problems)
 
 
+@pytest.mark.parametrize("name", ["../../../escape", "/etc/cron.d/x", "a/b\\c", "..", "."])
+def test_run_names_from_the_train_page_stay_inside_the_runs_folder(tmp_path, name):
+    from job_support import tiny_run
+    from lib.jobs import JobQueue
+
+    queue = JobQueue(tmp_path / "runs", max_running=1)
+    job_id = queue.submit(tiny_run(name), "ada")
+    assert queue.run_dir(job_id).parent == queue.runs_dir and queue.run_dir(job_id).is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+@pytest.mark.parametrize("job_id", ["../runs", "../../etc", "/etc/passwd", ""])
+def test_job_ids_from_the_runs_page_must_name_a_job(tmp_path, job_id):
+    from lib.jobs import JobQueue
+
+    queue = JobQueue(tmp_path / "runs", max_running=1)
+    for action in (queue.get, queue.cancel, queue.resume):
+        with pytest.raises(ValueError, match="no such job"):
+            action(job_id)
+
+
+def test_training_reads_data_only_from_the_roots(tmp_path):
+    """A run file (written by the Train page, or by hand) naming other folders is refused."""
+    from lib.train_config import config_from_run
+    from lib.train_data import load_train_data
+
+    with pytest.raises(ValueError, match="not inside a configured data root"):
+        load_train_data(tmp_path)
+    with pytest.raises(ValueError, match="outside the data set"):
+        load_train_data(config.EMBEDDED_DATA, pairs_file="../../../../etc/passwd")
+    with pytest.raises(ValueError, match="init_from"):
+        config_from_run({"name": "x", "model": "face_resnet", "config": {"init_from": "/etc"}})
+
+
 def test_a_data_root_smuggled_into_session_state_is_replaced(tmp_path):
     """The sidebar offers only the data sets found under the roots; anything else in the
     session (a stale or forged value) falls back to the embedded set."""
