@@ -1,17 +1,22 @@
-"""Named training recipes: hyperparameters that work together, as data.
+"""Named training recipes: the run files in recipes/*.json, read for the Train page.
 
-A recipe is a set of TrainConfig fields (lib/train_config.py) plus the model
-preset it was made for. The Train page applies one to its widgets; the user
-can then change anything. Two are built in (a quick CPU recipe for LFW-64 and
-the ConvNeXt recipe of the course, scaled down to LFW-64); every run file in
-recipes/*.json (the demo checkpoints' recipes) is offered too.
+A run file ``{"name", "description", "model", "config"}`` is what
+`python -m lib train` runs (the demo checkpoints are made from them); the Train
+page offers each as a recipe: its TrainConfig fields fill the widgets and its
+model (a preset name or a spec) becomes a choice. The files are the one
+registry of recipes; the page adds nothing of its own beyond TrainConfig's
+defaults when the folder is empty. ``convnext_table`` sets the course's
+ConvNeXt table beside the values of the recipe that scales it to LFW-64.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from lib import config
+
+FIRST = ("quick-cpu", "convnext-course")  # listed first, in this order; the rest by name
+CONVNEXT_RECIPE = "convnext-course"
 
 
 @dataclass(frozen=True)
@@ -24,79 +29,76 @@ class Recipe:
     model: dict | None = None  # ... or its own model spec
 
 
-def _lite_resnet() -> dict:
-    """face_resnet with a stride-2 stem: a quarter of the MACs, the same parameters."""
-    from lib.presets import PRESETS
-    spec = PRESETS["face_resnet"]
-    return replace(spec, name="face_resnet_lite", stem=replace(spec.stem, stride=2)).to_dict()
+DEFAULTS = Recipe(name="defaults", title="TrainConfig defaults",
+                  summary="No recipe files in recipes/: the engine's own defaults.")
 
 
-QUICK_CPU = Recipe(
-    name="quick_cpu",
-    title="Quick CPU run on LFW-64",
-    summary="A small ResNet (widths 32-256, one block per stage, a stride-2 stem to spare the CPU), SGD "
-            "with Nesterov momentum, a cosine schedule after one warm-up epoch and label smoothing: ten "
-            "epochs that give a useful model on a laptop CPU.",
-    config={"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
-            "schedule": "cosine", "warmup_epochs": 1.0, "epochs": 10, "batch_size": 64, "label_smoothing": 0.1,
-            "ema": False, "mix": "none", "drop_path_rate": None, "loss": "ce", "precision": "fp32"},
-    model=_lite_resnet())
-
-CONVNEXT = Recipe(
-    name="convnext_course",
-    title="ConvNeXt recipe (course table, scaled to LFW-64)",
-    summary="The ConvNeXt paper's training recipe from the course: AdamW, cosine decay after a linear "
-            "warm-up, label smoothing, MixUp, stochastic depth and an EMA of the weights, with the batch, "
-            "epochs and EMA decay scaled to a data set of 2,800 images (see the table).",
-    config={"optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "nesterov": False, "weight_decay": 0.05,
-            "schedule": "cosine", "warmup_epochs": 2.0, "epochs": 30, "batch_size": 128, "label_smoothing": 0.1,
-            "ema": True, "ema_decay": 0.99, "mix": "mixup", "mix_alpha": 0.8, "drop_path_rate": 0.1,
-            "grad_clip": 0.0, "loss": "ce", "precision": "fp32"},
-    preset="face_convnext")
-
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (QUICK_CPU, CONVNEXT)}
-
-# The course's ConvNeXt-T ImageNet-1K table next to the scaled recipe: (setting, paper, here, why).
-CONVNEXT_TABLE = [
-    ("optimizer", "AdamW", "AdamW", "decoupled weight decay"),
-    ("base learning rate", "4e-3", "1e-3", "the paper's rate is for batch 4096; scaled for batch 128 and few steps"),
-    ("weight decay", "0.05", "0.05", ""),
-    ("optimizer momentum", "β1, β2 = 0.9, 0.999", "0.9, 0.999", ""),
-    ("batch size", "4096", "128", "LFW-64 has 2,800 training images: 4096 would be more than one epoch"),
-    ("training epochs", "300", "30", "minutes, not days, on a CPU"),
-    ("learning rate schedule", "cosine decay", "cosine decay", ""),
-    ("warmup epochs", "20", "2", "the same share of training (about 7%)"),
-    ("warmup schedule", "linear", "linear", ""),
-    ("layer-wise lr decay", "none", "none", ""),
-    ("randaugment", "(9, 0.5)", "Augment page", "add RandAugment to the pipeline there if you want it"),
-    ("label smoothing", "0.1", "0.1", ""),
-    ("mixup", "0.8", "0.8", ""),
-    ("cutmix", "1.0", "off", "one batch mix at a time here; pick CutMix with alpha 1.0 instead of MixUp to try it"),
-    ("stochastic depth", "0.1 / 0.4 / 0.5 / 0.5 (T/S/B/L)", "0.1", "the smallest model's rate"),
-    ("layer scale", "1e-6", "block default", "set per stage on the Build page"),
-    ("gradient clip", "none", "none", ""),
-    ("EMA of weights", "0.9999", "0.99", "EMA averages about 1/(1-decay) steps: 10,000 is more than this whole run"),
-]
-
-
-def file_recipes() -> dict[str, Recipe]:
-    """The run files in recipes/*.json as recipes (their hyperparameters and preset)."""
-    found = {}
-    for path in sorted(config.RECIPES_DIR.glob("*.json")):
-        try:
-            run = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a broken file is reported by `python -m lib train`, not here
-        if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
-            continue
-        model = run.get("model")
-        found[f"file:{path.stem}"] = Recipe(
-            name=f"file:{path.stem}", title=f"{path.stem} (recipes/{path.name})",
-            summary=str(run.get("description") or f"The recipe of the run file recipes/{path.name}."),
-            config=dict(run["config"]), preset=model if isinstance(model, str) else "",
-            model=model if isinstance(model, dict) else None)
-    return found
+def _read(path) -> Recipe | None:
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a broken file is reported by `python -m lib train`, not here
+    if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
+        return None
+    model = run.get("model")
+    return Recipe(name=path.stem, title=f"{path.stem} (recipes/{path.name})",
+                  summary=str(run.get("description") or f"The run file recipes/{path.name}."),
+                  config=dict(run["config"]), preset=model if isinstance(model, str) else "",
+                  model=model if isinstance(model, dict) else None)
 
 
 def all_recipes() -> dict[str, Recipe]:
-    return {**RECIPES, **file_recipes()}
+    """Every readable recipe file, the FIRST ones first; TrainConfig's defaults if there are none."""
+    found = {recipe.name: recipe for recipe in map(_read, sorted(config.RECIPES_DIR.glob("*.json"))) if recipe}
+    order = [name for name in FIRST if name in found] + [name for name in sorted(found) if name not in FIRST]
+    return {name: found[name] for name in order} or {DEFAULTS.name: DEFAULTS}
+
+
+# The course's ConvNeXt-T ImageNet-1K recipe: (setting, the paper's value, TrainConfig field or a fixed
+# text for what is set elsewhere, why it differs on LFW-64).
+_CONVNEXT_ROWS = (
+    ("optimizer", "AdamW", "optimizer", "decoupled weight decay"),
+    ("base learning rate", "4e-3", "lr", "the paper's rate is for batch 4096; smaller batches take smaller rates"),
+    ("weight decay", "0.05", "weight_decay", ""),
+    ("optimizer momentum β1 (β2 = 0.999)", "0.9", "momentum", ""),
+    ("batch size", "4096", "batch_size", "LFW-64 has 2,802 training images: 4096 is more than an epoch"),
+    ("training epochs", "300", "epochs", "hours, not days"),
+    ("learning rate schedule", "cosine decay", "schedule", ""),
+    ("warmup epochs", "20", "warmup_epochs", "about the same share of training"),
+    ("warmup schedule", "linear", "=linear", ""),
+    ("layer-wise lr decay", "none", "=none", ""),
+    ("randaugment", "(9, 0.5)", "=on the Augment page", "add RandAugment to the pipeline there"),
+    ("label smoothing", "0.1", "label_smoothing", ""),
+    ("mixup / cutmix", "0.8 / 1.0", "mix", "one batch mix at a time here"),
+    ("stochastic depth", "0.1 / 0.4 / 0.5 / 0.5 (T/S/B/L)", "drop_path_rate", "the smallest model's rate"),
+    ("layer scale", "1e-6", "=per stage, on the Build page", ""),
+    ("gradient clip", "none", "grad_clip", ""),
+    ("EMA of weights", "0.9999", "ema_decay", "EMA averages about 1/(1-decay) steps: 10,000 would outlast the run"),
+)
+
+
+def convnext_table(recipe: Recipe | None) -> list[dict]:
+    """Rows: setting, ConvNeXt paper (ImageNet), the recipe's value on LFW-64, why they differ."""
+    from lib.train_config import TrainConfig
+    settings = {**TrainConfig().to_dict(), **(recipe.config if recipe else {})}
+    if not settings["ema"]:
+        settings["ema_decay"] = False  # shown as "off"
+    rows = []
+    for setting, paper, source, why in _CONVNEXT_ROWS:
+        if source.startswith("="):
+            here = source[1:]
+        elif source == "mix":
+            mix = settings.get("mix", "none")
+            here = "none" if mix == "none" else f"{mix} {settings.get('mix_alpha', '')}".strip()
+        else:
+            here = _text(settings.get(source, "-"))
+        rows.append({"setting": setting, "ConvNeXt paper (ImageNet)": paper, "this recipe (LFW-64)": here, "why": why})
+    return rows
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value == 0:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)

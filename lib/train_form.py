@@ -154,7 +154,7 @@ def step_facts(images: int, values: dict) -> str:
         horizon = 1 / max(1e-9, 1 - float(values["ema_decay"]))
         text += f"; the EMA averages about {horizon:,.0f} steps"
         if horizon > total / 2:
-            text += " (**more than half the run: lower the decay**)"
+            text += " (**over half the run, so early weights still weigh in: a lower decay fits a short run**)"
     return text + "."
 
 

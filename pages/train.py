@@ -8,7 +8,7 @@ from lib.augment import default_pipeline
 from lib.checkpoint import list_checkpoints
 from lib.losses import LOSSES
 from lib.presets import FACE_PRESETS, PRESETS
-from lib.recipes import CONVNEXT_TABLE, all_recipes
+from lib.recipes import CONVNEXT_RECIPE, all_recipes, convnext_table
 from pages.common import MODEL_SPEC_KEY, PIPELINE_KEY, data_root, runs_dir, show_error, user_name
 
 st.title("Train")
@@ -79,7 +79,7 @@ def render(item: train_form.Field, col, fallback: dict, info):
     return widget(item, col, fallback, disabled=hard_labels)
 
 
-if "train.recipe" not in st.session_state:
+if st.session_state.get("train.recipe") not in recipes:  # first visit, or its recipe file was removed
     st.session_state["train.recipe"] = next(iter(recipes))
     apply_recipe()
     if st.session_state.get(MODEL_SPEC_KEY):  # a model built on the Build page comes first
@@ -167,8 +167,7 @@ st.selectbox("Recipe", list(recipes), format_func=lambda name: recipes[name].tit
              on_change=apply_recipe, help="Sets every value below; change any of them afterwards.")
 st.caption(recipes[st.session_state["train.recipe"]].summary)
 with st.expander("The ConvNeXt recipe from the course, and how it was scaled to LFW-64"):
-    st.dataframe([dict(zip(("setting", "ConvNeXt paper (ImageNet)", "here (LFW-64)", "why"), row))
-                  for row in CONVNEXT_TABLE], hide_index=True)
+    st.dataframe(convnext_table(recipes.get(CONVNEXT_RECIPE)), hide_index=True)
 values: dict = {}
 fallback = train_form.recipe_values(recipes[st.session_state["train.recipe"]])
 fallback.setdefault("drop_path_rate", float(spec.get("drop_path_rate", 0.0)))  # the model's own

@@ -16,7 +16,6 @@ from lib.data import list_identities
 from lib.losses import LOSSES
 from lib.net import FaceNet, count_params
 from lib.presets import PRESETS
-from lib.recipes import RECIPES
 from lib.spec import ModelSpec
 from lib.train_form import format_count
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
@@ -25,6 +24,11 @@ from tests.train_cases import TINY_MODEL
 APP = str(config.PROJECT_ROOT / "app.py")
 IDENTITIES = 298  # LFW-64's training identities
 IMAGES = 2802  # and images
+
+
+def recipe_file(name: str) -> dict:
+    """A run file of recipes/, read here independently of lib.recipes."""
+    return json.loads((config.RECIPES_DIR / f"{name}.json").read_text())
 
 
 @pytest.fixture(autouse=True)
@@ -57,14 +61,16 @@ def macs(spec: ModelSpec) -> int:
 
 def test_defaults_show_cost_loss_steps_and_lessons():
     app = train_page()
+    quick = recipe_file("quick-cpu")
+    assert app.selectbox(key="train.recipe").value == "quick-cpu"
     assert app.radio(key="train.source").value == "The recipe's model"
-    spec = replace(ModelSpec.from_dict(RECIPES["quick_cpu"].model), num_classes=IDENTITIES)
-    assert spec.stem.stride == 2 and spec.stages == PRESETS["face_resnet"].stages
+    spec = replace(ModelSpec.from_dict(quick["model"]), num_classes=IDENTITIES)
     assert metric(app, "Parameters") == format_count(count_params(spec))
     assert metric(app, "MACs per image") == format_count(macs(spec))
     assert metric(app, "Identities") == str(IDENTITIES)
     assert LOSSES["ce"].formula in app.latex[0].value
-    assert f"{IMAGES // 64} steps per epoch" in app.info[0].value and f"{IMAGES // 64 * 10} in all" in app.info[0].value
+    steps = IMAGES // quick["config"]["batch_size"]
+    assert f"{steps} steps per epoch**, {steps * quick['config']['epochs']:,} in all" in app.info[0].value
     captions = " ".join(c.value for c in app.caption)
     for lesson in ("**Label smoothing**", "**MixUp**", "**Stochastic depth**", "**EMA**", "**Dropout**",
                    "**Joint**", "**Sequential**"):
@@ -74,14 +80,20 @@ def test_defaults_show_cost_loss_steps_and_lessons():
 
 def test_convnext_recipe_and_a_margin_loss():
     app = train_page()
-    app.selectbox(key="train.recipe").set_value("convnext_course").run()
-    assert app.selectbox(key="train.optimizer").value == "adamw"
-    assert app.number_input(key="train.lr").value == pytest.approx(1e-3)
-    assert app.selectbox(key="train.preset").value == "face_convnext"
-    assert app.toggle(key="train.ema").value and app.selectbox(key="train.mix").value == "mixup"
-    steps = IMAGES // 128
-    assert f"{steps} steps per epoch**, {steps * 30} in all" in app.info[0].value
-    assert "averages about 100 steps" in app.info[0].value
+    app.selectbox(key="train.recipe").set_value("convnext-course").run()
+    course = recipe_file("convnext-course")
+    settings = course["config"]
+    assert app.selectbox(key="train.preset").value == course["model"] == "face_convnext"
+    assert app.selectbox(key="train.optimizer").value == settings["optimizer"] == "adamw"
+    assert app.number_input(key="train.lr").value == pytest.approx(settings["lr"])
+    assert app.toggle(key="train.ema").value and app.selectbox(key="train.mix").value == settings["mix"]
+    steps = IMAGES // settings["batch_size"]
+    info = app.info[0].value
+    assert f"{steps} steps per epoch**, {steps * settings['epochs']:,} in all" in info
+    assert f"averages about {1 / (1 - settings['ema_decay']):,.0f} steps" in info
+    table = app.dataframe[0].value.set_index("setting")  # the course's table beside this recipe
+    assert table.loc["base learning rate", "ConvNeXt paper (ImageNet)"] == "4e-3"
+    assert table.loc["batch size", "this recipe (LFW-64)"] == str(settings["batch_size"])
     app.selectbox(key="train.loss").set_value("arcface").run()
     assert LOSSES["arcface"].formula in app.latex[0].value
     mix = app.selectbox(key="train.mix")
@@ -122,7 +134,7 @@ def test_launch_queues_the_run_behind_a_running_job(busy_queue):
     mine = busy_queue.list_jobs()[0]
     assert (mine.state, mine.user, mine.name) == ("queued", "ada", "face_resnet_lite-ce")
     run = json.loads((mine.run_dir / "run.json").read_text())
-    assert ModelSpec.from_dict(run["model"]) == ModelSpec.from_dict(RECIPES["quick_cpu"].model)
+    assert ModelSpec.from_dict(run["model"]) == ModelSpec.from_dict(recipe_file("quick-cpu")["model"])
     settings = run["config"]
     assert (settings["epochs"], settings["loss"], settings["optimizer"], settings["lr"]) == (3, "ce", "sgd", 0.1)
     assert settings["loss_params"] == {"label_smoothing": 0.1}

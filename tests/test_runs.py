@@ -73,6 +73,6 @@ def test_steps_in_words():
     values = {"batch_size": 64, "epochs": 10, "warmup_epochs": 1.0, "ema": True, "ema_decay": 0.999}
     text = train_form.step_facts(2802, values)
     assert "**43 steps per epoch**, 430 in all" in text and "warm-up 43 steps" in text
-    assert "about 1,000 steps (**more than half the run: lower the decay**)" in text
+    assert "about 1,000 steps (**over half the run" in text
     assert "the rate never decays" in train_form.step_facts(2802, dict(values, epochs=1))
     assert "never decays" not in text
