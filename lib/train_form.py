@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lib import config
 from lib.recipes import Recipe
 from lib.train_config import TrainConfig, config_from_run
 
@@ -88,6 +89,7 @@ DROPOUT_LESSON = (
     "**Dropout** before the classifier (p = {p} in this model; set it on the Build page) zeroes features at "
     "random in training and scales the rest by 1/(1−p); in evaluation it does nothing. Training and dev "
     "numbers are therefore measured on slightly different networks.")
+RECIPE_MODEL = "The recipe's model"
 SCHEMES = {
     "joint": "From scratch (joint)",
     "sequential": "Fine-tune a checkpoint (sequential)",
@@ -111,7 +113,51 @@ def recipe_values(recipe: Recipe) -> dict:
     values.update({key: value for key, value in recipe.config.items() if key in values})
     if values.get("drop_path_rate") is None:
         del values["drop_path_rate"]  # the model's own stochastic depth stays
-    return values
+    casts = {"float": float, "int": int}  # a widget takes only its own number type (JSON may say 2 for 2.0)
+    return {key: casts[FIELDS[key].kind](value) if key in FIELDS and FIELDS[key].kind in casts else value
+            for key, value in values.items()}
+
+
+def recipe_loss_values(recipe: Recipe) -> dict:
+    """The recipe's loss parameters (label smoothing included), typed as the loss's ParamSpecs say."""
+    from lib.losses import LOSSES
+    specs = LOSSES.get(recipe.config.get("loss", "ce"), LOSSES["ce"]).params
+    params = dict(recipe.config.get("loss_params") or {})
+    if "label_smoothing" in specs:
+        params.setdefault("label_smoothing", recipe_values(recipe)["label_smoothing"])
+    return {name: (int if specs[name].kind == "int" else float)(value)
+            for name, value in params.items() if name in specs and isinstance(value, (int, float))}
+
+
+def recipe_state(recipe: Recipe, checkpoints: list[tuple[str, Path]]) -> tuple[dict, str]:
+    """The Train page's widget values (session keys) for a recipe, and a note for the user ('' if none):
+    hyperparameters, loss and its parameters, the model's source, and the checkpoint it fine-tunes."""
+    from lib.presets import PRESETS
+    state = {f"train.{name}": value for name, value in recipe_values(recipe).items() if name != "label_smoothing"}
+    state.update({f"train.lp.{name}": value for name, value in recipe_loss_values(recipe).items()})
+    state["train.loss"] = recipe.config.get("loss", "ce")
+    init_from = recipe.config.get("init_from", "")
+    checkpoint = checkpoint_choice(init_from, checkpoints)
+    state["train.scheme"] = "sequential" if checkpoint else "joint"
+    note = "" if checkpoint or not init_from else (
+        f"This recipe fine-tunes `{init_from}`, which is not here yet: train that checkpoint first. "
+        "Until then the run starts from scratch.")
+    if checkpoint:
+        state["train.init_from"] = checkpoint
+    if recipe.model:
+        state["train.source"] = RECIPE_MODEL
+    elif recipe.preset in PRESETS:
+        state["train.source"], state["train.preset"] = "Preset", recipe.preset
+    return state, note
+
+
+def checkpoint_choice(init_from: str, found: list[tuple[str, Path]]) -> str | None:
+    """The label, among list_checkpoints(), of the folder a recipe fine-tunes (None if absent)."""
+    if not init_from:
+        return None
+    wanted = Path(init_from).expanduser()
+    wanted = (wanted if wanted.is_absolute() else config.PROJECT_ROOT / wanted).resolve()
+    return next((label for label, folder in found if Path(folder).resolve() == wanted), None)
 
 
 def is_shown(item: Field, values: dict) -> bool:

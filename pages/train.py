@@ -15,19 +15,17 @@ st.title("Train")
 st.caption("Put together what will train, then launch it as a background job: the app stays free, "
            "and the Runs page shows its progress and curves.")
 recipes = all_recipes()
-RECIPE_MODEL = "The recipe's model"
+RECIPE_MODEL = train_form.RECIPE_MODEL
 
 
 def apply_recipe() -> None:
     """Copy the chosen recipe into the widgets (the user can change any of them afterwards)."""
-    recipe = recipes[st.session_state["train.recipe"]]
-    for name, value in train_form.recipe_values(recipe).items():
-        st.session_state[f"train.lp.{name}" if name == "label_smoothing" else f"train.{name}"] = value
-    st.session_state["train.loss"] = recipe.config.get("loss", "ce")
-    if recipe.model:
-        st.session_state["train.source"] = RECIPE_MODEL
-    elif recipe.preset in PRESETS:
-        st.session_state["train.source"], st.session_state["train.preset"] = "Preset", recipe.preset
+    state, note = train_form.recipe_state(recipes[st.session_state["train.recipe"]], list_checkpoints())
+    for key in [key for key in st.session_state if str(key).startswith("train.lp.")]:
+        del st.session_state[key]  # loss parameters the recipe does not set go back to their defaults
+    st.session_state.update(state)
+    if note:
+        st.toast(note, icon=":material/warning:")
 
 
 def widget(item: train_form.Field, container, fallback, disabled: bool = False):

@@ -101,6 +101,20 @@ def test_convnext_recipe_and_a_margin_loss():
     assert app.number_input(key="train.lp.margin_rad").value == pytest.approx(0.5)
 
 
+def test_a_fine_tuning_recipe_sets_its_loss_and_starting_checkpoint():
+    app = train_page()
+    app.selectbox(key="train.recipe").set_value("demo-arcface").run()
+    settings = recipe_file("demo-arcface")["config"]
+    assert app.selectbox(key="train.loss").value == settings["loss"] == "arcface"
+    assert app.number_input(key="train.lp.margin_rad").value == settings["loss_params"]["margin_rad"]
+    assert app.number_input(key="train.lp.label_smoothing").value == 0.0  # the recipe leaves it off
+    ready = (config.PROJECT_ROOT / settings["init_from"] / "meta.json").is_file()
+    assert app.radio(key="train.scheme").value == ("sequential" if ready else "joint")
+    if ready:
+        assert settings["init_from"].split("/")[-1] in app.selectbox(key="train.init_from").value
+    assert not app.exception
+
+
 def test_model_and_pipeline_come_from_build_and_augment():
     built = replace(PRESETS["face_mobilenet"], name="my_net", drop_path_rate=0.0)
     pipeline = [{"name": "RandomHorizontalFlip", "params": {"p": 0.5}}]

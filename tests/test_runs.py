@@ -50,7 +50,8 @@ def test_every_recipe_is_a_valid_run(name):
     recipe = recipes.all_recipes()[name]
     assert set(recipe.config) <= {f for f in TrainConfig.__dataclass_fields__}
     model = recipe.model or recipe.preset or "face_resnet"
-    config = config_from_run({"name": name, "model": model, "config": recipe.config})
+    settings = {key: value for key, value in recipe.config.items() if key != "init_from"}  # may not exist yet
+    config = config_from_run({"name": name, "model": model, "config": settings})
     values = train_form.recipe_values(recipe)
     assert all(values[key] == getattr(config, key) for key in values if key != "label_smoothing")
 
@@ -76,3 +77,18 @@ def test_steps_in_words():
     assert "about 1,000 steps (**over half the run" in text
     assert "the rate never decays" in train_form.step_facts(2802, dict(values, epochs=1))
     assert "never decays" not in text
+
+
+def test_a_recipe_sets_loss_parameters_typed_and_the_checkpoint_it_fine_tunes(tmp_path):
+    recipe = recipes.Recipe("margin", "margin", "", config={
+        "loss": "sphereface", "loss_params": {"s": 30, "m": 4}, "epochs": 6, "warmup_epochs": 1,
+        "init_from": str(tmp_path / "ce" / "best")})
+    found = [("other", tmp_path / "other"), ("run ce", tmp_path / "ce" / "best")]
+    state, note = train_form.recipe_state(recipe, found)
+    assert (state["train.scheme"], state["train.init_from"], note) == ("sequential", "run ce", "")
+    assert state["train.loss"] == "sphereface" and state["train.epochs"] == 6
+    assert state["train.lp.s"] == 30.0 and isinstance(state["train.lp.s"], float)  # a float widget
+    assert state["train.lp.m"] == 4 and isinstance(state["train.lp.m"], int)
+    assert isinstance(state["train.warmup_epochs"], float) and "train.lp.margin_rad" not in state
+    state, note = train_form.recipe_state(recipe, found[:1])
+    assert state["train.scheme"] == "joint" and "not here yet" in note
