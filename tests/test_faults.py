@@ -151,6 +151,9 @@ def test_a_read_only_runs_folder_gives_a_clear_error_and_changes_nothing(tmp_pat
                 assert not [p for p in result.problems() if p.startswith("exception")], result.problems()
                 errors = " ".join(p for p in result.problems() if p.startswith("error"))
                 assert "read-only" in errors and str(runs_dir) in errors, result.texts()
+                result = session.open("train")  # Launch is not offered; the reason is
+                assert not [p for p in result.problems() if p.startswith("exception")], result.problems()
+                assert "read-only" in " ".join(result.problems()), result.problems()
             assert server.healthy()
         finally:
             server.stop()
