@@ -165,7 +165,7 @@ st.selectbox("Recipe", list(recipes), format_func=lambda name: recipes[name].tit
              on_change=apply_recipe, help="Sets every value below; change any of them afterwards.")
 st.caption(recipes[st.session_state["train.recipe"]].summary)
 with st.expander("The ConvNeXt recipe from the course, and how it was scaled to LFW-64"):
-    st.dataframe(convnext_table(recipes.get(CONVNEXT_RECIPE)), hide_index=True)
+    st.table(convnext_table(recipes.get(CONVNEXT_RECIPE)))
 values: dict = {}
 fallback = train_form.recipe_values(recipes[st.session_state["train.recipe"]])
 fallback.setdefault("drop_path_rate", float(spec.get("drop_path_rate", 0.0)))  # the model's own

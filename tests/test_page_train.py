@@ -91,7 +91,7 @@ def test_convnext_recipe_and_a_margin_loss():
     info = app.info[0].value
     assert f"{steps} steps per epoch**, {steps * settings['epochs']:,} in all" in info
     assert f"averages about {1 / (1 - settings['ema_decay']):,.0f} steps" in info
-    table = app.dataframe[0].value.set_index("setting")  # the course's table beside this recipe
+    table = app.table[0].value.set_index("setting")  # the course's table beside this recipe
     assert table.loc["base learning rate", "ConvNeXt paper (ImageNet)"] == "4e-3"
     assert table.loc["batch size", "this recipe (LFW-64)"] == str(settings["batch_size"])
     app.selectbox(key="train.loss").set_value("arcface").run()
