@@ -20,7 +20,7 @@ $(STAMP): requirements.txt
 browser:
 	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
-	  echo "chromium not installed: browser tests will be skipped")
+	  echo "chromium not installed: browser tests are skipped here, and fail where CI=true")
 
 run: setup
 	$(PY) -m streamlit run app.py --server.headless true
