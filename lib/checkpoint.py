@@ -39,6 +39,17 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataPa
 _MAX_LISTED = 8  # problems listed by name before "... and N more"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private (0600/0700) entries; finished files get the usual permissions.
+_FILE_MODE = 0o666 & ~_current_umask()
+_DIR_MODE = 0o777 & ~_current_umask()
+
+
 @dataclass
 class LoadedCheckpoint:
     model: FaceNet  # in eval mode, on the requested device
@@ -54,6 +65,7 @@ def _temp_beside(path: Path, suffix: str = ".tmp") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
+    os.chmod(name, _FILE_MODE)
     return Path(name)
 
 
@@ -100,6 +112,12 @@ def _json_default(value):
     if hasattr(value, "tolist"):  # numpy scalars and arrays
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _staging_folder(folder: Path) -> Path:
+    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    os.chmod(staged, _DIR_MODE)
+    return staged
 
 
 def replace_folder(staged: Path, folder: Path) -> None:
@@ -157,7 +175,7 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, meta: dict,
     meta.setdefault("versions", library_versions())
     meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    staged = _staging_folder(folder)
     try:
         # Serialized here and written by Python, so a full disk raises OSError with its errno.
         (staged / MODEL_FILE).write_bytes(save(tensors_for_file(net), metadata={"format": "pt"}))
@@ -180,7 +198,7 @@ def publish_checkpoint(source: str | os.PathLike, target: str | os.PathLike, ext
     meta = read_meta(source)
     meta.update(extra_meta)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staged = _staging_folder(target)
     try:
         for name in (MODEL_FILE, LOSS_FILE):
             if (source / name).is_file():

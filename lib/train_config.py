@@ -36,7 +36,7 @@ class TrainConfig:
 
     name: str = "run"
     model: dict = field(default_factory=_default_model)  # ModelSpec.to_dict(); num_classes follows the data
-    data_root: str = str(paths.EMBEDDED_DATA)
+    data_root: str = "data/lfw64"  # relative paths are relative to the project folder
     pairs_file: str = "val_pairs.txt"
     augment: list = field(default_factory=lambda: copy.deepcopy(DEFAULT_PIPELINE))
     loss: str = "ce"

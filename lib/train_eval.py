@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lib.config import PROJECT_ROOT
 from lib.evaluate import topk_accuracy, verify
 from lib.losses import LOSSES, build_loss
 from lib.spec import embedding_dim
@@ -96,6 +97,8 @@ def evaluate_checkpoint(folder, data_root=None, pairs_file: str | None = None, f
     root = data_root or config.get("data_root")
     if not root:
         raise ValueError(f"{folder}: meta.json names no data set; pass --data ROOT")
+    if data_root is None and not Path(root).is_absolute():
+        root = PROJECT_ROOT / root  # recorded relative to the project, as recipes write it
     subset = {}
     if data_root is None and pairs_file is None and (config.get("subset") or {}).get("pairs"):
         subset["pairs"] = config["subset"]["pairs"]

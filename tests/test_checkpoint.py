@@ -158,3 +158,33 @@ def test_list_checkpoints_finds_run_best_folders(tmp_path, monkeypatch):
     assert not any(path.parent.name == "r2" for path in found.values())
     demos = [path for label, path in list_checkpoints() if path.parent == checkpoint.config.CHECKPOINTS_DIR]
     assert all((path / "meta.json").is_file() for path in demos)
+
+
+# ----------------------------------------------------------------------------- shipped demo checkpoints
+
+DEMOS = ("demo-ce", "demo-arcface", "demo-cosface", "demo-sphereface")
+
+
+def _demo_meta(name: str) -> dict:
+    return json.loads((checkpoint.config.CHECKPOINTS_DIR / name / "meta.json").read_text())
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_demo_checkpoint_is_small_and_documented(name):
+    folder = checkpoint.config.CHECKPOINTS_DIR / name
+    meta = _demo_meta(name)
+    assert meta["recipe"] == f"recipes/{name}.json" and meta["loss"] == name.split("-")[1]
+    assert meta["metrics"]["auc"] >= 0.88
+    assert meta["run_wall_s"] > 0 and meta["spec"]["num_classes"] == len(meta["classes"]) == 298
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    assert size < 8 * 2**20, f"{name} is {size / 2**20:.1f} MB"
+    assert (name, folder) in list_checkpoints()
+
+
+def test_margin_demos_verify_better_than_ce():
+    ce = _demo_meta("demo-ce")["metrics"]
+    for name in DEMOS[1:]:
+        meta = _demo_meta(name)
+        assert meta["config"]["init_from"] == "checkpoints/demo-ce"  # sequential: fine-tuned from CE
+        assert meta["metrics"]["eer"] < ce["eer"], name
+        assert meta["metrics"]["auc"] > ce["auc"], name

@@ -94,7 +94,7 @@ def _reference_numbers(folder: Path):
     meta, model = loaded.meta, loaded.model
     mean = torch.tensor(meta["normalize"]["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(meta["normalize"]["std"]).view(1, 3, 1, 1)
-    root = Path(meta["config"]["data_root"])
+    root = ROOT / meta["config"]["data_root"]  # recorded relative to the project
     dev = load_split(root, "dev")
     keep = dev.labels < len(meta["classes"])
     with torch.no_grad():
