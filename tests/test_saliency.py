@@ -54,9 +54,9 @@ def test_saliency_is_the_absolute_input_gradient(faces):
     np.testing.assert_allclose(result.maps[0], grad.abs().sum(1)[0].numpy(), rtol=1e-4, atol=1e-8)
 
 
-def test_integrated_gradients_add_up_to_the_score_difference(faces):
+@pytest.mark.parametrize("info", MODELS[:2], ids=[m.label for m in MODELS[:2]])
+def test_integrated_gradients_add_up_to_the_score_difference(info, faces):
     """Completeness: the attributions sum to score(face) - score(mean-color baseline)."""
-    info = MODELS[0]
     image = faces[0][:1]
     result = saliency.explain_class(info.model, image, info.mean, info.std, "integrated_gradients", 7,
                                     class_weights=info.class_weights, n_steps=64)
@@ -82,8 +82,8 @@ def test_occlusion_matches_covering_by_hand(faces):
     assert result.maps[0, 20, 40] == pytest.approx(3 * drop, rel=1e-3, abs=1e-6)
 
 
-def test_gradcam_matches_hooks_by_hand(faces):
-    info = MODELS[0]
+@pytest.mark.parametrize("info", MODELS[:2], ids=[m.label for m in MODELS[:2]])
+def test_gradcam_matches_hooks_by_hand(info, faces):
     model, stage = info.model, 1
     pixels = faces[0][:1].float() / 255
     store = {}
