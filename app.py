@@ -5,6 +5,8 @@ and the sidebar every page shares (device, data set, runs folder, your name).
 """
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from lib import config
@@ -13,6 +15,7 @@ from lib.pages import PAGES
 from pages.common import DATA_ROOT_KEY, USER_KEY
 
 st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
+LOGIN_ENV = "FACELAB_REQUIRE_LOGIN"
 
 
 @st.cache_resource(show_spinner=False)
