@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -115,64 +115,76 @@ def classroom(tmp_path):
     server.stop()
 
 
-def test_a_class_of_twenty_launches_at_once(classroom):
-    server, monitor, runs_dir, data_root = classroom
+def run_the_class(url: str, data_root: Path) -> tuple[dict, list]:
+    """Twenty sessions at once do their steps, then every one of them opens the Runs page."""
     report: dict = {}
-    sessions = [StreamSession(server.url, timeout=600).__enter__() for _ in range(SESSIONS)]
+    sessions = [StreamSession(url, timeout=600).__enter__() for _ in range(SESSIONS)]
     try:
-        with ThreadPoolExecutor(max_workers=SESSIONS) as pool:  # twenty browsers, all at once
+        with ThreadPoolExecutor(max_workers=SESSIONS) as pool:
             futures = [pool.submit(student, sessions[i], i, data_root, report) for i in range(SESSIONS)]
             failures = [repr(future.exception()) for future in futures if future.exception() is not None]
             assert failures == [], failures
-            seen = list(pool.map(runs_page_users, sessions))  # then everyone looks at the Runs page
+            seen = list(pool.map(runs_page_users, sessions))
     finally:
         for session in sessions:
             session.close()
     assert sorted(report) == list(range(SESSIONS))
+    return report, seen
 
-    queue = jobs.JobQueue(runs_dir, max_running=MAX_JOBS)
-    all_jobs = {job.user: job for job in queue.list_jobs()}
-    assert len(queue.list_jobs()) == SESSIONS and len(all_jobs) == SESSIONS  # one job each, none lost
+
+def check_each_session_kept_its_own_choices(report: dict, seen: list, queue, data_root: Path) -> None:
+    by_user = {job.user: job for job in queue.list_jobs()}
+    assert len(queue.list_jobs()) == SESSIONS and len(by_user) == SESSIONS  # one job each, none lost
     for entry in report.values():
         assert entry["problems"] == [], entry["problems"]
         assert any("Launched" in text for text in entry["launched"]), entry["launched"]
-        # Each session saw only its own choices: its name, its data set, its model.
-        assert f"Launching as **{entry['name']}**" in entry["texts"]
+        assert f"Launching as **{entry['name']}**" in entry["texts"]  # its name, its data, its model
         assert entry["identities"] == "6"
         assert entry["build_params"] == f"{count_params(PRESETS[entry['model']]):,}"
         on_six = count_params(replace(PRESETS[entry["model"]], num_classes=6))
         assert entry["train_params"] == train_form.format_count(on_six)
-        run = queue.read_run(all_jobs[entry["name"]].id)
+        run = queue.read_run(by_user[entry["name"]].id)
         assert run["model"]["name"] == entry["model"] and run["config"]["data_root"] == str(data_root)
-
     for users, problems in seen:  # every session sees every run, whoever launched it
         assert problems == [] and users == {entry["name"] for entry in report.values()}, (sorted(users), problems)
 
-    # The queue drains: a job finishes and a waiting one takes its slot.
+
+def end_the_lesson(queue) -> list:
+    """Once the queue has drained a slot (a job done, a waiting one started), stop the rest."""
     wait_for(lambda: "done" in states(queue).values() and sum(j.started is not None for j in queue.list_jobs())
              > MAX_JOBS, 600, "a job to finish and a waiting one to start in its place")
-    for job in queue.list_jobs():  # the operator ends the lesson: stop the rest
+    for job in queue.list_jobs():
         if not job.finished:
             queue.cancel(job.id)
-    final = wait_for(lambda: all(j.finished for j in queue.list_jobs()) and queue.list_jobs(), 300,
-                     "every job to reach a final state")
-    monitor.stopped.set()
-    monitor.join(timeout=30)
+    return wait_for(lambda: all(j.finished for j in queue.list_jobs()) and queue.list_jobs(), 300,
+                    "every job to reach a final state")
 
+
+def check_the_queue(final: list, monitor: Monitor, runs_dir: Path) -> None:
     assert {job.state for job in final} <= {"done", "cancelled"}, [(j.name, j.state, j.reason) for j in final]
     assert max(monitor.running) <= MAX_JOBS and max(monitor.processes) <= MAX_JOBS
     assert max(monitor.running) == MAX_JOBS  # the limit was reached, so it was really tested
-    by_age = sorted(final, key=lambda job: (job.created, job.id))
-    started = [job.started is not None for job in by_age]
+    started = [job.started is not None for job in sorted(final, key=lambda job: (job.created, job.id))]
     assert started == sorted(started, reverse=True), "jobs started out of their queue order"
     assert all(ok for ok, _ in monitor.health) and max(seconds for _, seconds in monitor.health) < 10
     assert sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) == sorted(job.id for job in final)
     for job in final:
         if job.state == "done":
-            assert load_checkpoint(job.run_dir / "best").meta["classes"].__len__() == 6
+            assert len(load_checkpoint(job.run_dir / "best").meta["classes"]) == 6
     assert training_processes(runs_dir) == []
     with sqlite3.connect(runs_dir / jobs.DB_NAME) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_class_of_twenty_launches_at_once(classroom):
+    server, monitor, runs_dir, data_root = classroom
+    report, seen = run_the_class(server.url, data_root)
+    queue = jobs.JobQueue(runs_dir, max_running=MAX_JOBS)
+    check_each_session_kept_its_own_choices(report, seen, queue, data_root)
+    final = end_the_lesson(queue)
+    monitor.stopped.set()
+    monitor.join(timeout=30)
+    check_the_queue(final, monitor, runs_dir)
 
 
 def app_session() -> AppTest:

@@ -46,6 +46,42 @@ def integrity(db_path) -> str:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
 
 
+def pull_the_plug(server: AppServer, queue, short: str, long: str, waiting: str) -> None:
+    """Kill the app while it runs two jobs, and one of the jobs with it, as in a power cut;
+    the other job was started by the dead app and finishes with nobody watching."""
+    wait_for(lambda: states(queue)[long] == "running" and metric_lines(queue.run_dir(long)),
+             JOB_TIMEOUT, "the long job to finish its first epoch")
+    assert list(states(queue).values()).count("running") <= 2
+    victim = queue.get(long).pid
+    server.kill()  # the queue's owner dies without any cleanup ...
+    os.killpg(victim, signal.SIGKILL)  # ... and so does one job
+    wait_for(lambda: (runs.read_progress(queue.run_dir(short)) or {}).get("status") == "done",
+             JOB_TIMEOUT, "the short job to finish with nobody watching")
+    assert states(queue)[waiting] in ("queued", "running")
+
+
+def check_after_restart(queue, short: str, long: str, waiting: str) -> None:
+    final = wait_for(lambda: (s := states(queue))[waiting] == "done" and s, JOB_TIMEOUT,
+                     "the waiting job to be started by the restarted app and finish")
+    assert final[short] == "done"
+    assert final[long] == "failed"
+    assert "without reporting" in queue.get(long).reason or "killed" in queue.get(long).reason
+    assert_checkpoint_intact(queue.run_dir(short) / "best")
+    assert_checkpoint_intact(queue.run_dir(short) / "last", epoch=2)
+    assert_checkpoint_intact(queue.run_dir(long) / "last")  # written before the kill
+    assert leftover_temp_files(queue.runs_dir) == []
+
+
+def check_resumed(queue, long: str, epochs_before: int) -> None:
+    log = (queue.run_dir(long) / "log.txt").read_text()
+    assert "resuming at step" in log and "resuming at step 0/" not in log
+    epochs = [json.loads(line)["epoch"] for line in metric_lines(queue.run_dir(long))]
+    assert epochs[-1] == 12 and epochs_before >= 1
+    assert sorted(set(epochs)) == list(range(1, 13))  # no epoch lost across the crash
+    assert_checkpoint_intact(queue.run_dir(long) / "last", epoch=12)
+    assert integrity(queue.db_path) == "ok"
+
+
 def test_killing_the_app_while_jobs_run_loses_nothing(tmp_path):
     runs_dir = tmp_path / "runs"
     queue = jobs.JobQueue(runs_dir, max_running=2)  # this test only reads and writes the registry
@@ -55,41 +91,16 @@ def test_killing_the_app_while_jobs_run_loses_nothing(tmp_path):
     server = AppServer(runs_dir, env={jobs.MAX_JOBS_ENV: "2"}).start()
     try:
         open_runs_page(server)  # the app now owns the queue and starts two jobs
-        wait_for(lambda: states(queue)[long] == "running" and metric_lines(queue.run_dir(long)),
-                 JOB_TIMEOUT, "the long job to finish its first epoch")
-        assert list(states(queue).values()).count("running") <= 2
-        victim = queue.get(long).pid
-        server.kill()  # the queue's owner dies without any cleanup ...
-        os.killpg(victim, signal.SIGKILL)  # ... and so does one job, as in a power cut
-        # The other job was started by the dead app and finishes on its own.
-        wait_for(lambda: (runs.read_progress(queue.run_dir(short)) or {}).get("status") == "done",
-                 JOB_TIMEOUT, "the short job to finish with nobody watching")
-        assert states(queue)[waiting] in ("queued", "running")
-
+        pull_the_plug(server, queue, short, long, waiting)
         server.start()  # restart: the new app finds the registry as the old one left it
         open_runs_page(server)
-        final = wait_for(lambda: (s := states(queue))[waiting] == "done" and s, JOB_TIMEOUT,
-                         "the waiting job to be started by the restarted app and finish")
-        assert final[short] == "done"
-        assert final[long] == "failed"
-        assert "without reporting" in queue.get(long).reason or "killed" in queue.get(long).reason
-        assert_checkpoint_intact(queue.run_dir(short) / "best")
-        assert_checkpoint_intact(queue.run_dir(short) / "last", epoch=2)
-        assert_checkpoint_intact(queue.run_dir(long) / "last")  # written before the kill
-        assert leftover_temp_files(runs_dir) == []
-
+        check_after_restart(queue, short, long, waiting)
         epochs_before = len(metric_lines(queue.run_dir(long)))
         queue.resume(long)
         wait_for(lambda: states(queue)[long] == "done", JOB_TIMEOUT, "the resumed job to finish")
     finally:
         server.stop()
-    log = (queue.run_dir(long) / "log.txt").read_text()
-    assert "resuming at step" in log and "resuming at step 0/" not in log
-    epochs = [json.loads(line)["epoch"] for line in metric_lines(queue.run_dir(long))]
-    assert epochs[-1] == 12 and epochs_before >= 1
-    assert sorted(set(epochs)) == list(range(1, 13))  # no epoch lost across the crash
-    assert_checkpoint_intact(queue.run_dir(long) / "last", epoch=12)
-    assert integrity(runs_dir / jobs.DB_NAME) == "ok"
+    check_resumed(queue, long, epochs_before)
 
 
 def run_until_finished(queue, job_id: str) -> jobs.Job:
