@@ -69,7 +69,23 @@ def _short(path) -> str:
         return str(path)
 
 
+def _login_gate() -> None:
+    """On a shared host, FACELAB_REQUIRE_LOGIN=1 puts the app behind Streamlit's
+    OpenID Connect login (an [auth] section in .streamlit/secrets.toml, see the README).
+    The signed-in name then attributes runs."""
+    if os.environ.get(LOGIN_ENV, "") != "1":
+        return
+    if not st.user.is_logged_in:
+        st.title("FaceLab")
+        st.info("This FaceLab is shared by a class: sign in to build, train and explore.")
+        st.button("Sign in", on_click=st.login, type="primary")
+        st.stop()
+    if not st.session_state.get(USER_KEY):
+        st.session_state[USER_KEY] = str(st.user.get("name") or st.user.get("email") or "")
+
+
 def main() -> None:
+    _login_gate()
     _load_libraries()
     sections: dict[str, list] = {}
     for info in PAGES:

@@ -9,7 +9,7 @@ from lib.pages import PAGES
 
 
 def test_home_renders_workflow_and_sidebar():
-    app = AppTest.from_file("app.py", default_timeout=60).run()
+    app = AppTest.from_file(str(config.PROJECT_ROOT / "app.py"), default_timeout=60).run()
     assert not app.exception
     assert app.title[0].value == "FaceLab"
     sidebar_text = " ".join(c.value for c in app.sidebar.caption)
@@ -25,9 +25,22 @@ def test_every_registered_page_exists_once():
     assert not missing, f"pages named in lib/pages.py but missing: {missing}"
 
 
-def test_user_name_is_per_session():
-    first = AppTest.from_file("app.py", default_timeout=60).run()
-    first.sidebar.text_input[0].input("ada").run()
-    second = AppTest.from_file("app.py", default_timeout=60).run()
-    assert first.session_state["facelab.user"] == "ada"
-    assert second.sidebar.text_input[0].value in ("", None)
+def test_login_required_shows_only_the_sign_in(monkeypatch):
+    monkeypatch.setenv("FACELAB_REQUIRE_LOGIN", "1")
+    app = AppTest.from_file(str(config.PROJECT_ROOT / "app.py"), default_timeout=60)
+    app.user = {"is_logged_in": False}
+    app.run()
+    assert not app.exception
+    assert [b.label for b in app.button] == ["Sign in"]
+    assert "shared by a class" in app.info[0].value
+    assert not app.sidebar.selectbox  # nothing of the app until signed in
+
+
+def test_signed_in_name_attributes_runs(monkeypatch):
+    monkeypatch.setenv("FACELAB_REQUIRE_LOGIN", "1")
+    app = AppTest.from_file(str(config.PROJECT_ROOT / "app.py"), default_timeout=60)
+    app.user = {"is_logged_in": True, "name": "Grace Hopper", "email": "grace@example.edu"}
+    app.run()
+    assert not app.exception
+    assert app.title[0].value == "FaceLab" and app.sidebar.selectbox
+    assert app.sidebar.text_input[0].value == "Grace Hopper"
