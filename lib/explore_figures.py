@@ -45,6 +45,13 @@ def _groups(choice: ImageChoice, colored: list[int]):
     return groups
 
 
+def legend_html(choice: ImageChoice, colored: list[int]) -> str:
+    """One legend for all panels (a legend inside each panel would shrink that panel alone)."""
+    chips = [f'<span style="color:{color};font-size:1.3em">&#9679;</span>&nbsp;{label}'
+             for label, color, _ in _groups(choice, colored)]
+    return "&emsp;".join(chips)
+
+
 def _hover(choice: ImageChoice, indices: np.ndarray) -> list[str]:
     return [f"{pretty(choice.names[choice.labels[i]])}<br>{choice.paths[i].split('/')[-1]}" for i in indices]
 

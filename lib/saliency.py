@@ -258,11 +258,19 @@ def choose_targets(model: FaceNet, images: torch.Tensor, mean, std, kind: str,
     raise ValueError(f"target: unknown kind {kind!r}; choose one of {TARGET_KINDS}")
 
 
-def heatmap(attribution_map: np.ndarray, method: str) -> np.ndarray:
+def heatmap(attribution_map: np.ndarray, method: str, smooth: bool = True) -> np.ndarray:
     """A [H,W] map in [0, 1] for display: magnitude or positive part, scaled by its 99th percentile
-    (one hot pixel must not turn the rest of the map black)."""
+    (one hot pixel must not turn the rest of the map black).
+
+    ``smooth``: pixel gradients of a network whose stem has stride 2 alternate from one pixel
+    to the next (a checkerboard that says more about the stride than about the face), so
+    gradient-based maps pass a 3x3 binomial filter ([1,2,1] x [1,2,1] / 16, which removes
+    exactly that one-pixel alternation) before display.
+    """
     values = np.asarray(attribution_map, dtype=np.float32)
     values = np.clip(values, 0, None) if METHODS[method].display == "positive" else np.abs(values)
+    if smooth and METHODS[method].display == "magnitude" and values.ndim == 2:
+        values = _binomial_blur(values)
     scale = float(np.percentile(values, 99)) if values.size else 0.0
     if scale <= 0:
         scale = float(values.max()) if values.size else 0.0
@@ -271,9 +279,21 @@ def heatmap(attribution_map: np.ndarray, method: str) -> np.ndarray:
     return np.clip(values / scale, 0.0, 1.0)
 
 
-def overlay(image: torch.Tensor | np.ndarray, heat: np.ndarray, opacity: float = 0.5,
-            colormap: str = "inferno") -> np.ndarray:
-    """Blend a [0,1] heat map over a uint8 CHW (or HWC) image -> uint8 HWC RGB."""
+def _binomial_blur(values: np.ndarray) -> np.ndarray:
+    row = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (row[:, None] * row[None, :] / 16.0).view(1, 1, 3, 3)
+    padded = F.pad(torch.from_numpy(np.ascontiguousarray(values))[None, None], (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(padded, kernel)[0, 0].numpy()
+
+
+def overlay(image: torch.Tensor | np.ndarray, heat: np.ndarray, opacity: float = 0.8,
+            colormap: str = "jet") -> np.ndarray:
+    """Color a [0,1] heat map over a uint8 CHW (or HWC) image -> uint8 HWC RGB.
+
+    The face turns gray as ``opacity`` grows (so the map's colors cannot be confused with skin
+    tones) and each pixel's color weight is ``opacity * (0.2 + 0.8 * heat)``: hot spots are
+    strongly colored, cold regions keep the face readable. ``opacity`` 0 gives the image back.
+    """
     import matplotlib  # imported here: only display needs it
 
     picture = np.asarray(image)
@@ -281,7 +301,11 @@ def overlay(image: torch.Tensor | np.ndarray, heat: np.ndarray, opacity: float =
         picture = np.transpose(picture, (1, 2, 0))
     if picture.shape[-1] == 1:
         picture = np.repeat(picture, 3, axis=-1)
-    colors = matplotlib.colormaps[colormap](np.asarray(heat, dtype=np.float32))[..., :3] * 255.0
-    alpha = float(np.clip(opacity, 0.0, 1.0))
-    blended = (1 - alpha) * picture.astype(np.float32) + alpha * colors
-    return np.clip(blended, 0, 255).astype(np.uint8)
+    picture = picture.astype(np.float32)
+    strength = float(np.clip(opacity, 0.0, 1.0))
+    gray = np.repeat(picture.mean(axis=-1, keepdims=True), 3, axis=-1)
+    base = (1 - strength) * picture + strength * gray
+    heat = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
+    colors = matplotlib.colormaps[colormap](heat)[..., :3] * 255.0
+    alpha = strength * (0.2 + 0.8 * heat)[..., None]
+    return np.clip((1 - alpha) * base + alpha * colors, 0, 255).round().astype(np.uint8)

@@ -25,8 +25,9 @@ chosen = top[0].multiselect("checkpoints (1 to 4)", list(options), state.default
 kind = top[1].radio("images", ["dev", "verification"], key="embeddings.images", horizontal=True,
                     format_func=lambda k: {"dev": "dev identities (closed set)",
                                            "verification": "verification images (open set)"}[k])
-method = top[2].radio("projection", ["pca", "umap", "tsne"], key="embeddings.method", horizontal=True,
-                      format_func=str.upper)
+method = top[2].radio("projection", ["umap", "pca", "tsne"], key="embeddings.method", horizontal=True,
+                      format_func=str.upper, help="UMAP and t-SNE keep neighbourhoods (which faces lie near "
+                      "which); PCA is linear and instant, but classes overlap in its 2 directions.")
 if not chosen:
     show_error("No checkpoint chosen.", "Pick one to four checkpoints above.")
     st.stop()
@@ -81,14 +82,15 @@ with st.spinner(f"Projecting with {effective.upper()}..."):
         title = f"{label} ({effective.upper()})"
         with column:
             if dim == 2:
-                fig = figs.scatter_2d(coords, choice, colored, highlight, title, show_legend=index == 0)
+                fig = figs.scatter_2d(coords, choice, colored, highlight, title, show_legend=False)
                 event = st.plotly_chart(fig, key=f"embeddings.scatter.{index}", on_select="rerun",
                                         selection_mode=("points", "lasso", "box"))
                 selected += [int(p["customdata"]) for p in (event.selection.points if event else [])
                              if p.get("customdata") is not None]
             else:
-                st.plotly_chart(figs.scatter_sphere(coords, choice, colored, highlight, title, index == 0),
+                st.plotly_chart(figs.scatter_sphere(coords, choice, colored, highlight, title, False),
                                 key=f"embeddings.sphere.{index}")
+st.markdown(figs.legend_html(choice, colored), unsafe_allow_html=True)
 caption = ("Each dot is one face, placed by its embedding. Hover for the name; click or lasso points to see "
            "their faces below.") if dim == 2 else \
           ("The 3 main directions of the normalized embeddings, pushed onto the unit sphere: cosine similarity "
@@ -102,16 +104,16 @@ show_lesson(24, expanded=False)
 
 st.header("Verification side by side")
 summaries = {label: state.summary(options[label], state.mtime(options[label]), label, root, kind) for label in chosen}
+st.dataframe(explore_metrics.metrics_table({label: s[0] for label, s in summaries.items()}), hide_index=True,
+             key="embeddings.metrics")
+st.caption("Verification numbers use the labeled pairs of `val_pairs.txt` (people never seen in training). "
+           "Angles are measured on the images shown above.")
 left, right = st.columns([3, 2])
 with left:
-    st.dataframe(explore_metrics.metrics_table({label: s[0] for label, s in summaries.items()}), hide_index=True,
-                 key="embeddings.metrics")
-    st.caption("Verification numbers use the labeled pairs of `val_pairs.txt` (people never seen in training). "
-               "Angles are measured on the images shown above.")
+    st.plotly_chart(figs.roc_figure({label: (s[1][3], s[1][4]) for label, s in summaries.items()}),
+                    key="embeddings.roc")
 with right:
     show_lesson(25)
-st.plotly_chart(figs.roc_figure({label: (s[1][3], s[1][4]) for label, s in summaries.items()}),
-                key="embeddings.roc")
 
 
 @st.fragment

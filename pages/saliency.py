@@ -39,16 +39,18 @@ except ValueError as err:
     st.stop()
 stages = [name for name, _ in saliency.stage_choices(models[0].model)][::-1]  # counted from the last
 row = st.columns(4)
-method = row[0].selectbox("method", list(saliency.METHODS), key="saliency.method",
+method = row[0].selectbox("method", list(saliency.METHODS), index=list(saliency.METHODS).index("gradcam"),
+                          key="saliency.method",
                           format_func=lambda m: saliency.METHODS[m].title)
 target = row[1].radio("target class", saliency.TARGET_KINDS, key="saliency.target", disabled=pair_mode,
                       help="predicted: the class the model picks; true: the face's own identity; "
                            "chosen: any identity you pick below")
-stage = row[2].selectbox("GradCAM stage", range(len(stages)), key="saliency.stage",
+stage = row[2].selectbox("GradCAM stage", range(len(stages)), index=min(1, len(stages) - 1), key="saliency.stage",
                          disabled=not saliency.METHODS[method].uses_stage, format_func=lambda k: stages[k],
                          help=f"Stages of {chosen[0]}, counted from the last; other checkpoints use their stage "
                               "at the same distance from the end.")
-opacity = row[3].slider("overlay opacity", 0.0, 1.0, 0.5, 0.05, key="saliency.opacity")
+opacity = row[3].slider("overlay opacity", 0.0, 1.0, 0.8, 0.05, key="saliency.opacity",
+                        help="0 shows the face alone; higher values gray the face and color the map more strongly")
 st.caption(saliency.METHODS[method].explanation)
 
 
@@ -113,6 +115,7 @@ else:
     st.caption("Each map explains the pair's cosine similarity through one face, the other face's embedding "
                "held fixed: the regions that make the two faces look alike (or not) to this model.")
 
-st.caption("Bright = more influence on the explained score. Maps are scaled per image, so compare where "
-           "models look, not how bright their maps are.")
+st.caption("Red = most influence on the explained score, blue = little. Maps are scaled per image, so compare "
+           "where models look, not how strong their maps are. Gradient maps are lightly smoothed (3x3) because "
+           "the stem's stride 2 leaves a one-pixel checkerboard in raw gradients.")
 show_lesson(32)

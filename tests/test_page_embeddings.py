@@ -36,6 +36,8 @@ def world(tmp_path_factory):
 def _app(page: str, world) -> AppTest:
     app = AppTest.from_file(str(PAGES / page), default_timeout=240)
     app.session_state["facelab.data_root"] = str(world["data"])
+    # PCA: UMAP's one-time compile costs a minute of CPU (bench/explore_speed.py times it).
+    app.session_state["embeddings.method"] = "pca"
     return app
 
 

@@ -154,12 +154,28 @@ def test_bad_requests_name_the_problem(faces):
 
 
 def test_overlay_blends_with_the_chosen_opacity(faces):
+    import matplotlib
     image = faces[0][0]
     heat = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
     assert np.array_equal(saliency.overlay(image, heat, 0.0), image.permute(1, 2, 0).numpy())
-    full = saliency.overlay(image, heat, 1.0)
+    gray = torch.full((3, 64, 64), 100, dtype=torch.uint8)
+    full = saliency.overlay(gray, heat, 1.0)
     assert full.shape == (64, 64, 3) and full.dtype == np.uint8
-    assert full[0, 0].sum() < full[-1, -1].sum()  # inferno: dark for 0, bright for 1
+    hottest = np.array(matplotlib.colormaps["jet"](1.0)[:3]) * 255  # heat 1: the map's color alone
+    coldest = 0.8 * 100 + 0.2 * np.array(matplotlib.colormaps["jet"](0.0)[:3]) * 255  # heat 0: 20% color
+    np.testing.assert_allclose(full[-1, -1], hottest, atol=1)
+    np.testing.assert_allclose(full[0, 0], coldest, atol=1)
+
+
+def test_display_filter_removes_the_stride_checkerboard():
+    checkerboard = np.indices((64, 64)).sum(0) % 2 * 2.0 - 1.0  # +1/-1 alternating pixels
+    ramp = np.linspace(0.2, 1, 64, dtype=np.float32)[None, :].repeat(64, 0)
+    striped = ramp * (1 + 0.5 * checkerboard)  # magnitudes alternating from pixel to pixel
+    smoothed = saliency.heatmap(striped, "integrated_gradients")
+    reference = saliency.heatmap(ramp, "integrated_gradients")
+    np.testing.assert_allclose(smoothed[1:-1, 1:-1], reference[1:-1, 1:-1], atol=0.02)
+    raw = saliency.heatmap(striped, "integrated_gradients", smooth=False)
+    assert np.abs(raw - reference).max() > 0.3  # without the filter the checkerboard dominates
 
 
 def test_stage_choices_describe_each_stage():
