@@ -80,6 +80,7 @@ class Trainer:
         self.config = config.validate()
         self.run_folder = RunFolder(out_dir)
         self.on_event = on_event or (lambda event: None)
+        self.warnings: list[str] = []
         self.should_stop = should_stop or (lambda: False)
         self.device = pick_device(config)
         if config.threads:
@@ -102,7 +103,6 @@ class Trainer:
         self.best_auc, self.elapsed_before = -1.0, 0.0
         self.tally = EpochTally()
         self.records: list[dict] = []
-        self.warnings: list[str] = []
 
     # -- construction -------------------------------------------------------------------------
     def _build_modules(self) -> tuple[nn.Module, nn.Module]:

@@ -10,9 +10,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lib.checkpoint import load_checkpoint
+from lib.config import RECIPES_DIR
 from lib.ema import ModelEma
 from lib.schedule import WarmupCosine
-from lib.train import Trainer, TrainConfig, config_from_run, train
+from lib.train import Trainer, TrainConfig, config_from_run, load_run_file, train
 from lib.train_data import EpochBatches, load_train_data, make_loader
 from lib.train_loop import margin_stuck_warning
 from lib.train_state import RunFolder
@@ -51,6 +52,13 @@ def test_run_file_unknowns_are_rejected():
     with pytest.raises(ValueError, match="unknown preset 'resnet9'"):
         config_from_run({"model": "resnet9", "config": {}})
     assert config_from_run({"model": "face_resnet", "config": {}}).model["name"] == "face_resnet"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_every_recipe_is_a_valid_run(path):
+    config = load_run_file(path)
+    assert config.name == path.stem
+    assert json.loads(path.read_text())["description"]  # the Train page shows what a recipe is for
 
 
 def test_label_smoothing_reaches_the_loss_unless_loss_params_set_it():
@@ -146,7 +154,8 @@ def test_cancel_then_resume_gives_the_same_weights_as_one_run(tmp_path):
 
 def test_options_run_mixing_ema_clipping_adamw_and_a_worker(tmp_path):
     config = tiny_config(epochs=1, optimizer="adamw", lr=2e-3, weight_decay=0.05, mix="cutmix", mix_alpha=1.0,
-                         ema=True, ema_decay=0.9, grad_clip=1.0, workers=1, drop_path_rate=0.1, eval_flip=True)
+                         ema=True, ema_decay=0.9, grad_clip=1.0, workers=1, drop_path_rate=0.1, eval_flip=True,
+                         precision="bf16")
     assert train(config, tmp_path)["status"] == "done"
     record = RunFolder(tmp_path).read_metrics()[0]
     assert 0.0 <= record["train_acc"] <= 1.0 and math.isfinite(record["train_loss"])
@@ -156,6 +165,15 @@ def test_options_run_mixing_ema_clipping_adamw_and_a_worker(tmp_path):
     assert torch.equal(saved["classifier.weight"], resume["ema"]["module"]["classifier.weight"])
     assert not torch.equal(saved["classifier.weight"], resume["model"]["classifier.weight"])
     assert load_checkpoint(tmp_path / "last").meta["config"]["drop_path_rate"] == 0.1
+
+
+def test_fp16_without_a_gpu_falls_back_to_fp32_with_a_warning(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, where fp16 is used")
+    events = []
+    trainer = Trainer(tiny_config(precision="fp16"), tmp_path, on_event=events.append)
+    assert trainer.autocast_dtype is None and trainer.scaler is None
+    assert "fp16 needs a GPU" in trainer.warnings[0] and events[0]["kind"] == "warning"
 
 
 def test_nan_loss_stops_with_a_clear_reason(tmp_path):

@@ -1,0 +1,175 @@
+"""Training speed of the engine against a plain course-notebook loop, same model, same batch.
+
+Baseline (what the HW2P2 starter notebook does): torchvision ImageFolder reading
+JPEGs with PIL, torchvision.transforms (v1) on PIL images, ToTensor + Normalize,
+a DataLoader with worker processes, an NCHW model, SGD, cross-entropy with
+label smoothing.
+
+Engine: lib.train's own step on the in-memory uint8 tensors of lib.data,
+per-image augmentation of uint8 tensors with the batch normalized in one pass,
+channels_last. Same model spec, batch size, optimizer, loss and augmentation.
+
+Both loops run in alternating rounds in this one process, so a change in the
+machine's load hits both alike; images/s counts training steps only (model
+building and data decoding excluded). Prints both speeds and the ratio.
+Usage: python bench/train_speed.py [--recipe recipes/demo-ce.json] [--rounds 8] [--steps 5]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# As `python -m lib train` does (lib/commands/train.py): idle OpenMP threads sleep rather than spin.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision import datasets, transforms  # noqa: E402
+
+from lib.net import FaceNet  # noqa: E402
+from lib.train import Trainer, load_run_file  # noqa: E402
+from lib.train_data import make_loader  # noqa: E402
+from lib.train_loop import train_step  # noqa: E402
+
+
+def notebook_loader(root: Path, mean, std, batch_size: int, workers: int):
+    transform = transforms.Compose([
+        transforms.RandomResizedCrop(64, scale=(0.8, 1.0), ratio=(0.9, 1.1)),
+        transforms.RandomHorizontalFlip(),
+        transforms.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+    dataset = datasets.ImageFolder(str(root / "cls_data" / "train"), transform=transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                       drop_last=True, persistent_workers=workers > 0)
+
+
+class NotebookLoop:
+    def __init__(self, trainer: Trainer, workers: int):
+        config = trainer.config
+        torch.manual_seed(config.seed)
+        self.model = FaceNet(trainer.spec).train()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.loader = notebook_loader(trainer.data.root, trainer.data.mean, trainer.data.std,
+                                      config.batch_size, workers)
+        self.batches = iter(self.loader)
+
+    def next_batch(self):
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def step(self) -> int:
+        images, labels = self.next_batch()
+        loss = self.criterion(self.model(images), labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return len(labels)
+
+
+class EngineLoop:
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.epoch = 0
+        self._new_epoch()
+
+    def _new_epoch(self):
+        self.trainer.batches.set_epoch(self.epoch)
+        self.batches = iter(make_loader(self.trainer.batches, self.trainer.config.workers))
+        self.epoch += 1
+
+    def step(self) -> int:
+        try:
+            images, labels = next(self.batches)
+        except StopIteration:
+            self._new_epoch()
+            images, labels = next(self.batches)
+        train_step(self.trainer, images, labels)
+        return len(labels)
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time of live child processes (DataLoader workers), from /proc on Linux; 0 elsewhere."""
+    total, me = 0.0, str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:  # fields[1] is the parent pid; utime and stime follow at 11 and 12
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + _children_cpu_seconds()
+
+
+def timed(loop, steps: int) -> tuple[int, float, float]:
+    """(images, wall seconds, CPU seconds of this process and its workers)."""
+    start, cpu_start, images = time.perf_counter(), cpu_seconds(), 0
+    for _ in range(steps):
+        images += loop.step()
+    return images, time.perf_counter() - start, cpu_seconds() - cpu_start
+
+
+def report(config, trainer, args, totals: dict, ratios: list[float]) -> None:
+    speed = {name: images / seconds for name, (images, seconds, _) in totals.items()}
+    per_cpu = {name: images / cpu for name, (images, _, cpu) in totals.items()}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"model {trainer.spec.name}, batch {config.batch_size}, threads {torch.get_num_threads()}, "
+          f"{args.rounds} alternating rounds x {args.steps} steps each, load average {load:.1f} on {os.cpu_count()} CPUs")
+    print(f"notebook loop (ImageFolder + PIL transforms + DataLoader, {args.workers} workers): "
+          f"{speed['notebook']:.1f} images/s, {per_cpu['notebook']:.1f} images per CPU-second")
+    print(f"engine (in-memory uint8, batched normalize, channels_last={config.channels_last}, "
+          f"{config.workers} augmentation workers): {speed['engine']:.1f} images/s, "
+          f"{per_cpu['engine']:.1f} images per CPU-second")
+    print(f"ratio engine / notebook: {speed['engine'] / speed['notebook']:.2f}x images/s overall, "
+          f"{statistics.median(ratios):.2f}x median of the rounds (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+          f"{per_cpu['engine'] / per_cpu['notebook']:.2f}x images per CPU-second")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", default="recipes/demo-ce.json")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5, help="training steps per loop per round")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the notebook loop")
+    parser.add_argument("--engine-workers", type=int, help="augmentation workers of the engine (default: the recipe's)")
+    args = parser.parse_args()
+    config = load_run_file(args.recipe)
+    if args.engine_workers is not None:
+        config.workers = args.engine_workers
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(config, out)
+        engine, notebook = EngineLoop(trainer), NotebookLoop(trainer, args.workers)
+        for loop in (engine, notebook):  # warm-up: first batches, worker start, allocator
+            timed(loop, 2)
+        totals = {"engine": [0, 0.0, 0.0], "notebook": [0, 0.0, 0.0]}
+        ratios = []
+        for _ in range(args.rounds):
+            speeds = {}
+            for name, loop in (("engine", engine), ("notebook", notebook)):
+                images, seconds, cpu = timed(loop, args.steps)
+                totals[name] = [totals[name][0] + images, totals[name][1] + seconds, totals[name][2] + cpu]
+                speeds[name] = images / seconds
+            ratios.append(speeds["engine"] / speeds["notebook"])
+    report(config, trainer, args, totals, ratios)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
