@@ -99,8 +99,9 @@ with right:
 face_col, map_col = st.columns([1, 3])
 index = face_col.slider("dev image", 0, len(dev.labels) - 1, 0, key="inspect.face")
 method = face_col.selectbox("saliency method", list(saliency.METHODS), key="inspect.method",
+                            index=list(saliency.METHODS).index("gradcam"),
                             format_func=lambda m: saliency.METHODS[m].title)
-face = explore_saliency.explain_face(model, dev.images[index], method, "predicted")
+face = explore_saliency.explain_face(model, dev.images[index], method, "predicted", stage_from_end=1)
 map_col.image([dev.images[index].permute(1, 2, 0).numpy(), saliency.overlay(dev.images[index], face.heat)],
               width=192, caption=[figs.pretty(dev.names[dev.labels[index]]),
                                   f"explains {figs.pretty(face.target)} ({face.confidence})"])
