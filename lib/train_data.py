@@ -9,6 +9,7 @@ produce the same pictures as the training process would.
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -133,6 +134,10 @@ class EpochBatches(Dataset):
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers only run per-image transforms; leave the cores to the model
+    # A cancel (SIGTERM/Ctrl-C to the process group) is handled by the training process, which
+    # finishes its step and saves; a worker dying first would turn the cancel into a crash.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def make_loader(batches: EpochBatches, workers: int, pin_memory: bool = False) -> DataLoader:
