@@ -91,6 +91,9 @@ with st.form("margins.toy_form"):
 
 if mode.startswith("SphereFace"):
     jobs = [("sphereface", {"m": m}, f"SphereFace m={m}") for m in (1, 2, 3, 4)]
+    schedule = "joint"  # SphereFace's own lambda annealing is its warm start
+    st.caption("SphereFace trains joint here: its lambda starts large (plain softmax) and decays, which is its "
+               "own way of starting easy. Watch the spread within each class shrink as m grows.")
 else:
     jobs = [(name, {}, LOSSES[name].title.split(" (")[0]) for name in losses]
 if not jobs:

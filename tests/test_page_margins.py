@@ -51,6 +51,8 @@ def test_toy_table_lists_each_loss_and_the_sphereface_family(app):
     app.button[0].click().run()
     table = app.dataframe[0].value
     assert list(table["loss"]) == [f"SphereFace m={m}" for m in (1, 2, 3, 4)]
+    spread = list(table["spread (deg)"])
+    assert spread[3] < spread[0]  # the A-Softmax picture: a larger m packs each identity tighter
 
 
 def test_no_loss_chosen_says_what_to_do():
