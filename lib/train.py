@@ -284,8 +284,10 @@ class Trainer:
         if record["auc"] > self.best_auc:
             self.best_auc = record["auc"]
             save_checkpoint(self.run_folder.best, self.eval_model(), self.meta(record), self.loss_module)
-        self.save_resume()
+        # The line first: a job killed between the two still shows this epoch on the Runs page,
+        # and a resume realigns metrics.jsonl with the records in its saved state anyway.
         self.run_folder.append_metrics(record)
+        self.save_resume()
         self.emit("epoch", **record)
 
     def finish(self, status: str, message: str) -> dict:
