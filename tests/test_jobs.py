@@ -87,7 +87,8 @@ def test_queue_limit_holds_when_sessions_tick_at_once(tmp_path):
 
 def test_killed_job_is_failed_on_restart_then_resumes(tmp_path):
     queue = jobs.JobQueue(tmp_path, max_running=1)
-    job_id = queue.submit(tiny("killed", epochs=2), "ada")
+    # Enough identities for epochs of a second or more: the kill must land while it trains.
+    job_id = queue.submit(tiny("killed", epochs=2, subset={"classes": 40, "pairs": 12}), "ada")
     queue.tick()
     wait_for(lambda: log_has(queue, job_id, "starting: step 0/"), "the job to start training")
     pid = queue.get(job_id).pid
