@@ -8,6 +8,7 @@ from lib.blocks import BLOCK_TITLES
 from lib.build_notes import BLOCK_NOTES, concept_notes
 from lib.build_view import block_alternatives, budget_gauge, cost_chart, layer_rows, parts_table
 from lib.codegen import to_source
+from lib.model_warnings import channels_last_warning
 from lib.presets import FACE_PRESETS, PRESETS
 from lib.profile import human, profile, shape_text
 from lib.spec import ModelSpec
@@ -105,6 +106,8 @@ if error:
     show_error(f"This model is impossible: {error}",
                f"change **{edit.field_label(field) if field else 'the field named above'}** as the message says. "
                "Everything below still shows the last possible model.")
+elif crash_note := channels_last_warning(result.spec):
+    st.warning(crash_note, icon=":material/warning:")
 totals = st.columns([1.1, 1, 1, 1.3])
 totals[0].metric("Parameters", f"{result.params:,}", help="Learned weights and biases (BatchNorm buffers excluded).")
 totals[0].caption(f"model: {result.spec.name}")

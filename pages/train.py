@@ -7,6 +7,7 @@ from lib import jobs, train_form
 from lib.augment import default_pipeline
 from lib.checkpoint import list_checkpoints
 from lib.losses import LOSSES
+from lib.model_warnings import channels_last_warning
 from lib.presets import FACE_PRESETS, PRESETS
 from lib.recipes import CONVNEXT_RECIPE, all_recipes, convnext_table
 from pages.common import MODEL_SPEC_KEY, PIPELINE_KEY, data_root, runs_dir, show_error, user_name
@@ -171,6 +172,8 @@ fallback = train_form.recipe_values(recipes[st.session_state["train.recipe"]])
 fallback.setdefault("drop_path_rate", float(spec.get("drop_path_rate", 0.0)))  # the model's own
 for group_name, group_items in train_form.GROUPS.items():
     render_group(group_name, group_items, values, fallback, info, model)
+if values.get("channels_last") and (crash_note := channels_last_warning(spec)):
+    st.warning(crash_note, icon=":material/warning:")
 st.info(train_form.step_facts(facts["images"], values), icon=":material/calculate:")
 
 # 5 - launch ------------------------------------------------------------------------------------------

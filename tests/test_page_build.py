@@ -132,3 +132,10 @@ def test_explained_stage_survives_loading_other_models(app):
     app.selectbox(key="build.explain").set_value(4).run()
     next(b for b in app.button if b.label == "Blank").click().run()  # one stage left: explain the first
     assert not app.exception and app.selectbox(key="build.explain").value == 0
+
+
+def test_a_model_that_crashes_pytorch_in_channels_last_is_flagged(app):
+    assert not app.warning
+    app.number_input(key="build.stage0.out_chs").set_value(8).run()  # stage 2's shortcut: 1x1, stride 2, 8 channels
+    assert not app.exception and not app.error
+    assert any("`stages.1.0.shortcut.0`" in w.value and "channels_last" in w.value for w in app.warning)

@@ -125,6 +125,20 @@ def test_model_and_pipeline_come_from_build_and_augment():
     assert "from the Augment page" in text and "`RandomHorizontalFlip`" in text and "ColorJitter" not in text
 
 
+def test_a_model_that_crashes_pytorch_in_channels_last_is_flagged_while_the_layout_is_on():
+    thin = replace(PRESETS["face_resnet"], name="thin", stem=replace(PRESETS["face_resnet"].stem, out_chs=8),
+                   stages=(replace(PRESETS["face_resnet"].stages[0], out_chs=8), *PRESETS["face_resnet"].stages[1:]))
+    app = train_page(**{"facelab.model_spec": thin.to_dict()})
+    assert app.toggle(key="train.channels_last").value
+    assert any("`stages.1.0.shortcut.0`" in w.value for w in app.warning)
+    app.toggle(key="train.channels_last").set_value(False).run()
+    assert not any("shortcut" in w.value for w in app.warning)
+    app.toggle(key="train.channels_last").set_value(True).run()
+    app.radio(key="train.source").set_value("Preset").run()  # the presets are safe in either layout
+    assert app.toggle(key="train.channels_last").value
+    assert not any("shortcut" in w.value for w in app.warning)
+
+
 @pytest.fixture
 def busy_queue(runs_folder):
     """Another user's real job holds the only slot (cancelled at the end, whatever happens)."""
