@@ -10,8 +10,10 @@ restarts).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import sqlite3
 import tempfile
 import threading
 from collections import OrderedDict
@@ -114,6 +116,53 @@ def demo_checkpoints() -> list[tuple[str, Path]]:
     """The shipped demo checkpoints that are present, in the order CE, ArcFace, CosFace, SphereFace."""
     folders = [(name, config.CHECKPOINTS_DIR / name) for name in DEMO_NAMES]
     return [(name, folder) for name, folder in folders if (folder / MODEL_FILE).is_file()]
+
+
+def run_users(runs_dir: Path) -> dict[str, str]:
+    """job id -> who launched it, read-only from the runs folder's job registry (none: {})."""
+    from lib.jobs import DB_NAME
+    path = Path(runs_dir) / DB_NAME
+    if not path.is_file():
+        return {}
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            return {str(i): str(u) for i, u in conn.execute("SELECT id, user FROM jobs")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}  # a busy or damaged registry only costs the user in the label
+
+
+def _run_name(run_dir: Path) -> str:
+    for file in ("config.json", "run.json"):
+        try:
+            name = json.loads((run_dir / file).read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    return run_dir.name
+
+
+def short_labels(found: list[tuple[str, Path]], runs_dir: Path) -> dict[str, str]:
+    """label -> folder with labels short enough for a tag or a panel title: a demo keeps its
+    name ("demo-ce"); a run's best checkpoint is "<run name> (<user>)", plus the end of the run's
+    id when one user ran the same name twice."""
+    users = run_users(runs_dir)
+    labels: dict[str, str] = {}
+    for label, folder in found:
+        folder = Path(folder)
+        if folder.name == "best":
+            run_dir = folder.parent
+            user = users.get(run_dir.name, "")
+            label = _run_name(run_dir) + (f" ({user})" if user else "")
+            if label in labels:
+                label = f"{label} {run_dir.name[-4:]}"
+            if label in labels:
+                label = f"{label} {run_dir.name}"
+        labels[label] = str(folder)
+    return labels
 
 
 # ----------------------------------------------------------------------------- images

@@ -47,8 +47,8 @@ def _groups(choice: ImageChoice, colored: list[int]):
 
 def legend_html(choice: ImageChoice, colored: list[int]) -> str:
     """One legend for all panels (a legend inside each panel would shrink that panel alone)."""
-    chips = [f'<span style="color:{color};font-size:1.3em">&#9679;</span>&nbsp;{label}'
-             for label, color, _ in _groups(choice, colored)]
+    chips = [f'<span style="white-space:nowrap"><span style="color:{color};font-size:1.3em">&#9679;</span>'
+             f'&nbsp;{label}</span>' for label, color, _ in _groups(choice, colored)]
     return "&emsp;".join(chips)
 
 

@@ -13,19 +13,37 @@ from pages import explore_state as state
 from pages.common import data_root, show_error
 from pages.explore_ui import show_lesson
 
+
+
+def _colored_slider(column, available: int) -> int:
+    """How many identities get a color: at most the number this image set holds (and 16 colors)."""
+    top = min(16, available)
+    if top <= 3:
+        return top  # too few identities to choose from: all of them in color
+    start = min(10, top)
+    if "embeddings.colored" in st.session_state:
+        # Another data set may have left a larger choice; value=None avoids the "default and
+        # Session State both set" warning once the value is set here.
+        st.session_state["embeddings.colored"] = min(st.session_state["embeddings.colored"], top)
+        start = None
+    return column.slider("Identities in color", 3, top, start, key="embeddings.colored",
+                         help="The identities with the most images here; the rest are gray.")
+
+
 st.title("Embeddings: what each loss does to the face space")
 options = state.checkpoint_options()
 if not options:
     show_error("No checkpoint found.", "Train a model on the Train page (its best checkpoint appears here), "
                "or put the demo checkpoints in `checkpoints/`.")
     st.stop()
-top = st.columns([3, 2, 2])
-chosen = top[0].multiselect("checkpoints (1 to 4)", list(options), state.default_selection(options),
+# Its own row: four tags need the page's width to stay readable.
+chosen = st.multiselect("Checkpoints (1 to 4)", list(options), state.default_selection(options),
                             max_selections=4, key="embeddings.checkpoints")
-kind = top[1].radio("images", ["dev", "verification"], key="embeddings.images", horizontal=True,
+top = st.columns([1, 1])
+kind = top[0].radio("Images", ["dev", "verification"], key="embeddings.images", horizontal=True,
                     format_func=lambda k: {"dev": "dev identities (closed set)",
                                            "verification": "verification images (open set)"}[k])
-method = top[2].radio("projection", ["umap", "pca", "tsne"], key="embeddings.method", horizontal=True,
+method = top[1].radio("Projection", ["umap", "pca", "tsne"], key="embeddings.method", horizontal=True,
                       format_func=str.upper, help="UMAP and t-SNE keep neighbourhoods (which faces lie near "
                       "which); PCA is linear and instant, but classes overlap in its 2 directions.")
 if not chosen:
@@ -51,13 +69,12 @@ except ValueError as err:
 
 show_lesson(23, expanded=False)
 controls = st.columns([2, 3, 2])
-view = controls[0].radio("view", ["2-D", "3-D on the sphere"], key="embeddings.view", horizontal=True)
+view = controls[0].radio("View", ["2-D", "3-D on the sphere"], key="embeddings.view", horizontal=True)
 by_count = choice.top_identities(len(choice.names))
-highlight = controls[1].selectbox("highlight an identity (in every panel, with its faces)", [None] + by_count,
+highlight = controls[1].selectbox("Highlight an identity (in every panel, with its faces)", [None] + by_count,
                                   key="embeddings.highlight",
                                   format_func=lambda c: "none" if c is None else figs.pretty(choice.names[c]))
-colored_count = controls[2].slider("identities in color", 3, 16, 10, key="embeddings.colored",
-                                   help="The identities with the most images here; the rest are gray.")
+colored_count = _colored_slider(controls[2], len(by_count))
 colored = choice.top_identities(colored_count)
 
 effective = method
@@ -79,7 +96,7 @@ selected: list[int] = []
 with st.spinner(f"Projecting with {effective.upper()}..."):
     for index, (column, label) in enumerate(zip(columns, chosen)):
         coords = projection.project(unit(raw[label]), effective, dim)
-        title = f"{label} ({effective.upper()})"
+        title = label  # the projection is named in the caption: panel titles stay short
         with column:
             if dim == 2:
                 fig = figs.scatter_2d(coords, choice, colored, highlight, title, show_legend=False)
@@ -91,10 +108,10 @@ with st.spinner(f"Projecting with {effective.upper()}..."):
                 st.plotly_chart(figs.scatter_sphere(coords, choice, colored, highlight, title, False),
                                 key=f"embeddings.sphere.{index}")
 st.markdown(figs.legend_html(choice, colored), unsafe_allow_html=True)
-caption = ("Each dot is one face, placed by its embedding. Hover for the name; click or lasso points to see "
-           "their faces below.") if dim == 2 else \
-          ("The 3 main directions of the normalized embeddings, pushed onto the unit sphere: cosine similarity "
-           "only sees directions, so this is the space verification works in.")
+caption = (f"{effective.upper()} projection. Each dot is one face, placed by its embedding. Hover for the name; "
+           "click or lasso points to see their faces below.") if dim == 2 else \
+          (f"The normalized embeddings projected to 3-D with {effective.upper()}, pushed onto the unit sphere: "
+           "cosine similarity only sees directions, so this is the space verification works in.")
 st.caption(caption)
 if selected:
     picks = list(dict.fromkeys(selected))[:24]
@@ -120,7 +137,7 @@ with right:
 def threshold_section() -> None:
     """Only this part reruns while the slider moves."""
     first = summaries[chosen[0]][0]
-    threshold = st.slider("threshold on the cosine similarity", -0.2, 1.0, float(round(first["eer_threshold"], 2)),
+    threshold = st.slider("Threshold on the cosine similarity", -0.2, 1.0, float(round(first["eer_threshold"], 2)),
                           0.01, key="embeddings.threshold")
     scores = {label: (s[1][0], s[1][1]) for label, s in summaries.items()}
     cells = st.columns(len(chosen))
@@ -131,7 +148,7 @@ def threshold_section() -> None:
     st.caption("TAR: share of same-person pairs accepted at this threshold. FAR: share of different-person "
                "pairs accepted. Slide right and both fall; a good model keeps TAR high while FAR drops.")
     st.plotly_chart(figs.histogram_figure(scores, threshold), key="embeddings.histograms")
-    which = st.selectbox("errors of", chosen, key="embeddings.errors_of")
+    which = st.selectbox("Errors of", chosen, key="embeddings.errors_of")
     pair_set = state.images(root, "verification")
     scores_w, labels_w, pairs_w = summaries[which][1][:3]
     accepts, rejects = explore_metrics.errors_at(scores_w, labels_w, threshold)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from lib import explore, explore_metrics
+from lib import config, explore, explore_metrics
 from lib.checkpoint import MODEL_FILE, list_checkpoints
 
 
@@ -65,10 +65,16 @@ def summary(folder: str, modified: float, label: str, root: str, kind: str) -> t
 
 
 def checkpoint_options() -> dict[str, str]:
-    """label -> folder of every checkpoint FaceLab knows (demos first, then runs)."""
-    return {label: str(folder) for label, folder in list_checkpoints()}
+    """Short label -> folder of every checkpoint FaceLab knows (demos first, then runs)."""
+    return explore.short_labels(list_checkpoints(), config.runs_dir())
 
 
 def default_selection(options: dict[str, str]) -> list[str]:
     demos = [label for label, _ in explore.demo_checkpoints() if label in options]
     return demos or list(options)[:2]
+
+
+def default_index(options: dict[str, str]) -> int:
+    """Where a single checkpoint choice starts: demo-ce (the lesson starts from cross-entropy)."""
+    labels = list(options)
+    return labels.index(explore.DEMO_NAMES[0]) if explore.DEMO_NAMES[0] in labels else 0

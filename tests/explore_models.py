@@ -120,7 +120,8 @@ def _calibrated(model: FaceNet, meta_normalize) -> FaceNet:
 
 def make_runs(runs_dir) -> list[str]:
     """Two runs with a best checkpoint each (CE and ArcFace), small random networks whose norm
-    layers look trained; returns their labels as lib.checkpoint.list_checkpoints names them."""
+    layers look trained, registered as user "alice"'s jobs; returns the labels the Explore pages
+    give them ("<run name> (<user>)")."""
     from lib.checkpoint import save_checkpoint
     from lib.data import load_split
     from lib.losses import build_loss
@@ -139,5 +140,19 @@ def make_runs(runs_dir) -> list[str]:
         (run / "metrics.jsonl").write_text("".join(
             f'{{"epoch": {e}, "train_loss": {5 - e}, "dev_top1": {0.01 * e}, "auc": {0.5 + 0.03 * e}}}\n'
             for e in (1, 2, 3)))
-        labels.append(f"run {run.name}")
+        (run / "config.json").write_text(f'{{"name": "mini-{loss}"}}')
+        labels.append(f"mini-{loss} (alice)")
+    _register_jobs(runs_dir, [(f"r{seed}-{loss}", f"mini-{loss}") for seed, loss in enumerate(("ce", "arcface"))])
     return labels
+
+
+def _register_jobs(runs_dir, jobs: list[tuple[str, str]], user: str = "alice") -> None:
+    """Finished jobs in the runs folder's real job registry, as the Train page leaves them."""
+    import sqlite3
+    import time
+
+    from lib.jobs import JobQueue
+    queue = JobQueue(runs_dir)
+    with sqlite3.connect(queue.db_path) as conn:
+        conn.executemany("INSERT INTO jobs (id, name, user, state, created) VALUES (?, ?, ?, 'done', ?)",
+                         [(job_id, name, user, time.time()) for job_id, name in jobs])

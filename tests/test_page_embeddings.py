@@ -106,6 +106,30 @@ def test_default_selection_is_the_demos_or_the_runs(world):
     assert app.multiselect(key="embeddings.checkpoints").value == expected
 
 
+def test_run_labels_are_short_and_unique(world, tmp_path):
+    from lib.explore import short_labels
+    from tests.explore_models import _register_jobs
+    runs = tmp_path / "runs"
+    ids = ["20261122-101500-face-mobilenet-ce-9fd0", "20261122-111500-face-mobilenet-ce-1a2b", "plain-folder"]
+    for job_id in ids[:2]:
+        (runs / job_id / "best").mkdir(parents=True)
+        (runs / job_id / "config.json").write_text('{"name": "face_mobilenet-ce"}')
+    (runs / ids[2] / "best").mkdir(parents=True)
+    _register_jobs(runs, [(job_id, "face_mobilenet-ce") for job_id in ids[:2]], user="bob")
+    found = [("demo-ce", config.CHECKPOINTS_DIR / "demo-ce")] + [(f"run {i}", runs / i / "best") for i in ids]
+    assert list(short_labels(found, runs)) == ["demo-ce", "face_mobilenet-ce (bob)",
+                                               "face_mobilenet-ce (bob) 1a2b", "plain-folder"]
+    assert list(short_labels(found, runs).values())[1] == str(runs / ids[0] / "best")
+
+
+def test_identities_in_color_stop_at_the_identities_shown(embeddings_app, world):
+    app = embeddings_app
+    app.multiselect(key="embeddings.checkpoints").set_value(world["labels"][:1])
+    app.radio(key="embeddings.images").set_value("dev").run()
+    assert not app.exception
+    assert app.slider(key="embeddings.colored").max == 8  # the mini data set holds 8 dev identities
+
+
 def test_inspector_shows_spec_counts_curves_and_embeddings(world):
     app = _app("inspect.py", world).run()
     app.selectbox(key="inspect.which").set_value(world["labels"][1]).run()
