@@ -59,6 +59,19 @@ def explain_face(model: ExploreModel, image: torch.Tensor, method: str, kind: st
                    predicted=names[predicted], confidence=confidence)
 
 
+def verdict(predicted: str, true_name: str) -> tuple[bool, str]:
+    """(right?, "predicted X" or "predicted X (true: Y)"), with LFW's underscores as spaces."""
+    right = predicted == true_name
+    words = f"predicted **{predicted.replace('_', ' ')}**"
+    return right, words if right else f"{words} (true: **{true_name.replace('_', ' ')}**)"
+
+
+def verdict_markdown(predicted: str, true_name: str) -> str:
+    """The verdict as Streamlit markdown: green with a check when right, red with a cross when wrong."""
+    right, words = verdict(predicted, true_name)
+    return f":green[:material/check_circle: {words}]" if right else f":red[:material/cancel: **wrong:** {words}]"
+
+
 def prediction(model: ExploreModel, image: torch.Tensor) -> tuple[int, str]:
     """(class, confidence in words). A margin head's cosines have no calibrated softmax without
     its scale, so they are reported as the cosine itself."""

@@ -18,9 +18,9 @@ if not options:
     st.stop()
 
 top = st.columns([3, 2])
-chosen = top[0].multiselect("checkpoints (1 to 4)", list(options), state.default_selection(options),
+chosen = top[0].multiselect("Checkpoints (1 to 4)", list(options), state.default_selection(options),
                             max_selections=4, key="saliency.checkpoints")
-mode = top[1].radio("explain", ["a class score (one face)", "a pair's similarity (verification)"],
+mode = top[1].radio("Explain", ["a class score (one face)", "a pair's similarity (verification)"],
                     key="saliency.mode")
 pair_mode = mode.startswith("a pair")
 if not chosen:
@@ -39,17 +39,17 @@ except ValueError as err:
     st.stop()
 stages = [name for name, _ in saliency.stage_choices(models[0].model)][::-1]  # counted from the last
 row = st.columns(4)
-method = row[0].selectbox("method", list(saliency.METHODS), index=list(saliency.METHODS).index("gradcam"),
+method = row[0].selectbox("Method", list(saliency.METHODS), index=list(saliency.METHODS).index("gradcam"),
                           key="saliency.method",
                           format_func=lambda m: saliency.METHODS[m].title)
-target = row[1].radio("target class", saliency.TARGET_KINDS, key="saliency.target", disabled=pair_mode,
+target = row[1].radio("Target class", saliency.TARGET_KINDS, key="saliency.target", disabled=pair_mode,
                       help="predicted: the class the model picks; true: the face's own identity; "
                            "chosen: any identity you pick below")
 stage = row[2].selectbox("GradCAM stage", range(len(stages)), index=min(1, len(stages) - 1), key="saliency.stage",
                          disabled=not saliency.METHODS[method].uses_stage, format_func=lambda k: stages[k],
                          help=f"Stages of {chosen[0]}, counted from the last; other checkpoints use their stage "
                               "at the same distance from the end.")
-opacity = row[3].slider("overlay opacity", 0.0, 1.0, 0.8, 0.05, key="saliency.opacity",
+opacity = row[3].slider("Overlay opacity", 0.0, 1.0, 0.8, 0.05, key="saliency.opacity",
                         help="0 shows the face alone; higher values gray the face and color the map more strongly")
 st.caption(saliency.METHODS[method].explanation)
 
@@ -77,10 +77,10 @@ def _rgb(image):
 if not pair_mode:
     pick = st.columns([2, 3, 2])
     people = dev.top_identities(len(dev.names))
-    person = pick[0].selectbox("face of", people, key="saliency.person", format_func=lambda c: pretty(dev.names[c]))
+    person = pick[0].selectbox("Face of", people, key="saliency.person", format_func=lambda c: pretty(dev.names[c]))
     own = [i for i, label in enumerate(dev.labels) if label == person]
-    index = own[pick[1].slider("image", 1, len(own), 1, key="saliency.image") - 1] if len(own) > 1 else own[0]
-    chosen_name = pick[2].selectbox("chosen class", dev.names, key="saliency.chosen", format_func=pretty,
+    index = own[pick[1].slider("Image", 1, len(own), 1, key="saliency.image") - 1] if len(own) > 1 else own[0]
+    chosen_name = pick[2].selectbox("Chosen class", dev.names, key="saliency.chosen", format_func=pretty,
                                     disabled=target != "chosen")
     columns = st.columns(len(chosen) + 1)
     columns[0].image(_rgb(dev.images[index]), caption=pretty(dev.names[person]), width=192)
@@ -93,15 +93,16 @@ if not pair_mode:
             column.warning(str(err))
             continue
         column.image(saliency.overlay(dev.images[index], face.heat, opacity), width=192, caption=label)
+        column.markdown(explore_saliency.verdict_markdown(face.predicted, dev.names[person]))
         column.markdown(f"explains **{pretty(face.target)}** (score {face.score:.2f})  \n"
-                        f"predicts **{pretty(face.predicted)}** ({face.confidence})")
+                        f"confidence of the prediction: {face.confidence}")
 else:
     labeled = [p for p in range(len(pair_labels)) if pair_labels[p] >= 0]
     def _describe(p: int) -> str:
         a, b = pair_index[p]
         same = "same person" if pair_labels[p] == 1 else "different people"
         return f"{p + 1}: {pretty(pairs.names[pairs.labels[a]])} / {pretty(pairs.names[pairs.labels[b]])} ({same})"
-    chosen_pair = st.selectbox("pair from val_pairs.txt", labeled, key="saliency.pair", format_func=_describe)
+    chosen_pair = st.selectbox("Pair from val_pairs.txt", labeled, key="saliency.pair", format_func=_describe)
     a, b = (int(v) for v in pair_index[chosen_pair])
     columns = st.columns(len(chosen) + 1)
     columns[0].image([_rgb(pairs.images[a]), _rgb(pairs.images[b])], width=160, caption=["face A", "face B"])

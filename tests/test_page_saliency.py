@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
@@ -47,6 +48,24 @@ def test_one_face_across_checkpoints_with_every_method(app, world):
         assert saliency.METHODS[method].explanation in [c.value for c in app.caption]
     explained = [m.value for m in app.markdown if m.value.startswith("explains")]
     assert len(explained) == 2 and "cos = " in explained[1] and "p = " in explained[0]
+
+
+def test_each_map_says_what_it_predicted_and_flags_a_wrong_prediction(app, world):
+    from lib.data import load_split
+    dev = load_split(world["data"], "dev")
+    person = app.selectbox(key="saliency.person").value
+    index = int((dev.labels == person).nonzero()[0, 0])  # the page starts at the person's first image
+    loaded = load_checkpoint(world["runs"] / "r0-ce" / "best")
+    mean, std = (torch.tensor(loaded.meta["normalize"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    with torch.no_grad():
+        logits = loaded.model.eval()((dev.images[index:index + 1].float() / 255 - mean) / std)
+    predicted, true = loaded.meta["classes"][int(logits.argmax())], dev.classes[person]
+    verdict = [m.value for m in app.markdown if "predicted **" in m.value][0]  # the CE run's column
+    if predicted == true:
+        assert verdict == f":green[:material/check_circle: predicted **{predicted.replace('_', ' ')}**]"
+    else:
+        assert verdict == (f":red[:material/cancel: **wrong:** predicted **{predicted.replace('_', ' ')}** "
+                           f"(true: **{true.replace('_', ' ')}**)]")
 
 
 def test_true_target_names_the_face_and_chosen_names_the_pick(app):
