@@ -13,6 +13,13 @@ from lib.losses import LOSSES
 from pages.common import data_root, show_error
 from pages.explore_ui import show_lesson
 
+
+
+def _short_title(loss: str) -> str:
+    """"CosFace (additive cosine margin)" -> "CosFace": short enough for a tag and a table row."""
+    return LOSSES[loss].title.split(" (")[0]
+
+
 st.title("Margins: why ArcFace, CosFace and SphereFace")
 st.markdown(
     "Margin losses normalize the embedding **and** the class weights, so a class score is "
@@ -24,7 +31,7 @@ st.markdown(
 st.header("1. The target logit against the angle")
 controls, plot, notes = st.columns([1, 2.2, 1.3])
 with controls:
-    scale = st.slider("scale s", 1.0, 64.0, 30.0, 1.0, key="margins.s",
+    scale = st.slider("Scale s", 1.0, 64.0, 30.0, 1.0, key="margins.s",
                       help="Cosines lie in [-1, 1]; s stretches them so the softmax can become confident.")
     sphere_m = st.select_slider("SphereFace m", [1, 2, 3, 4], 4, key="margins.sphere_m")
     cos_m = st.slider("CosFace m (cosine)", 0.0, 0.6, 0.35, 0.05, key="margins.cos_m")
@@ -45,7 +52,7 @@ st.header("2. Two classes on the unit circle")
 st.markdown("Two class weights W1 and W2, some angle apart. A feature on the circle belongs to class 1 only "
             "if class 1 wins **with its margin**; the gray **margin zone** wins for neither, so training "
             "pushes every feature out of it. Softmax has no zone: the boundary is the bisector.")
-separation = st.slider("angle between W1 and W2 (degrees)", 10, 180, 90, 5, key="margins.separation")
+separation = st.slider("Angle between W1 and W2 (degrees)", 10, 180, 90, 5, key="margins.separation")
 columns = st.columns(4)
 for column, name in zip(columns, geo.CURVES):
     m = 0.0 if name == "softmax" else margins[name]
@@ -54,7 +61,7 @@ for column, name in zip(columns, geo.CURVES):
         title = {"softmax": "Softmax", "sphereface": f"SphereFace m={sphere_m}",
                  "cosface": f"CosFace m={cos_m:.2f}", "arcface": f"ArcFace m={arc_m:.2f}"}[name]
         st.plotly_chart(geo.regions_figure(regions, separation, title), key=f"margins.regions.{name}")
-        st.metric("margin zone between the classes", f"{regions['zone_deg']:.1f} deg")
+        st.metric("Margin zone between the classes", f"{regions['zone_deg']:.1f} deg")
 st.caption("Try it: widen the angle between W1 and W2. SphereFace's zone grows with it (multiplicative), "
            "ArcFace's stays m (additive in angle), CosFace's shrinks (additive in cosine).")
 
@@ -78,15 +85,16 @@ def _toy_run(root: str, identities: int, loss: str, params: tuple, steps: int, s
 
 with st.form("margins.toy_form"):
     left, right = st.columns(2)
-    mode = left.radio("compare", ["losses side by side", "SphereFace m = 1, 2, 3, 4"], key="margins.toy_mode",
+    mode = left.radio("Compare", ["losses side by side", "SphereFace m = 1, 2, 3, 4"], key="margins.toy_mode",
                       horizontal=True)
-    losses = left.multiselect("losses", margin_toy.TOY_LOSSES, ["ce", "sphereface", "cosface", "arcface"],
-                              max_selections=4, key="margins.toy_losses", format_func=lambda n: LOSSES[n].title)
-    identities = right.slider("identities", 3, 8, 6, key="margins.toy_identities")
-    steps = right.select_slider("training steps", [100, 200, 300, 600, 1000], 300, key="margins.toy_steps")
-    schedule = right.radio("schedule", margin_toy.SCHEDULES, index=1, key="margins.toy_schedule", horizontal=True,
-                           help="sequential: cross-entropy for the first half, then the margin loss. "
-                                "Try joint: in 2-D a margin from scratch often stalls with classes stuck.")
+    schedule = left.radio("Schedule", margin_toy.SCHEDULES, index=1, key="margins.toy_schedule", horizontal=True,
+                          help="sequential: cross-entropy for the first half, then the margin loss. "
+                               "Try joint: in 2-D a margin from scratch often stalls with classes stuck.")
+    identities = right.slider("Identities", 3, 8, 6, key="margins.toy_identities")
+    steps = right.select_slider("Training steps", [100, 200, 300, 600, 1000], 300, key="margins.toy_steps")
+    # The full width of the form: four loss tags stay readable side by side.
+    losses = st.multiselect("Losses", margin_toy.TOY_LOSSES, ["ce", "sphereface", "cosface", "arcface"],
+                            max_selections=4, key="margins.toy_losses", format_func=_short_title, width="stretch")
     st.form_submit_button("Train the toys", type="primary")
 
 if mode.startswith("SphereFace"):
@@ -95,7 +103,7 @@ if mode.startswith("SphereFace"):
     st.caption("SphereFace trains joint here: its lambda starts large (plain softmax) and decays, which is its "
                "own way of starting easy. Watch the spread within each class shrink as m grows.")
 else:
-    jobs = [(name, {}, LOSSES[name].title.split(" (")[0]) for name in losses]
+    jobs = [(name, {}, _short_title(name)) for name in losses]
 if not jobs:
     show_error("No loss chosen for the toy.", "Pick one to four losses above and press Train the toys.")
     st.stop()
@@ -111,18 +119,16 @@ except ValueError as err:
 st.plotly_chart(geo.toy_figure(runs, names, [title for _, _, title in jobs]), key="margins.toy_figure")
 table = pd.DataFrame({
     "loss": [title for _, _, title in jobs],
-    "train accuracy": [f"{r.train_acc:.0%}" for r in runs],
-    "held-out accuracy": [f"{r.dev_acc:.0%}" for r in runs],
+    "train acc.": [f"{r.train_acc:.0%}" for r in runs],
+    "held-out acc.": [f"{r.dev_acc:.0%}" for r in runs],
     "spread (deg)": [round(r.intra_angle_deg, 1) for r in runs],
     "gap (deg)": [round(r.min_gap_deg, 1) for r in runs],
-    "training time (s)": [round(r.seconds, 2) for r in runs],
+    "time (s)": [round(r.seconds, 2) for r in runs],
 })
-left, right = st.columns([3, 2])
-with left:
-    st.dataframe(table, hide_index=True, key="margins.toy_table")
-    st.caption("Spread: mean angle between a training feature and its class's mean direction (small = compact). "
-               "Gap: the emptiest angle between two neighbouring classes' sectors (negative = they overlap).")
-with right:
-    show_lesson(24)
+st.dataframe(table, hide_index=True, key="margins.toy_table", width="stretch")
+st.caption("Held-out: other images of the same people. Spread: mean angle between a training feature and its "
+           "class's mean direction (small = compact). Gap: the emptiest angle between two neighbouring classes' "
+           "sectors (negative = they overlap).")
+show_lesson(24)
 for number in (26, 27, 31):
     show_lesson(number, expanded=False)

@@ -15,7 +15,7 @@ def app():
 
 
 def _zones(app) -> dict[str, float]:
-    metrics = [m for m in app.metric if m.label == "margin zone between the classes"]
+    metrics = [m for m in app.metric if m.label == "Margin zone between the classes"]
     return {name: float(m.value.split()[0]) for name, m in zip(geo.CURVES, metrics)}
 
 
@@ -45,7 +45,7 @@ def test_margin_zones_follow_the_sliders(app):
 def test_toy_table_lists_each_loss_and_the_sphereface_family(app):
     table = app.dataframe[0].value
     assert list(table["loss"]) == ["Cross-entropy", "SphereFace", "CosFace", "ArcFace"]
-    accuracy = [float(v.rstrip("%")) for v in table["train accuracy"]]
+    accuracy = [float(v.rstrip("%")) for v in table["train acc."]]
     assert min(accuracy) >= 90
     app.radio(key="margins.toy_mode").set_value("SphereFace m = 1, 2, 3, 4")
     app.button[0].click().run()
