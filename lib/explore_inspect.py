@@ -32,7 +32,7 @@ def facts(spec: ModelSpec, meta: dict) -> dict[str, str]:
         "identities (classes)": f"{spec.num_classes:,}",
         "embedding size": str(embedding_dim(spec)),
         "loss": str(meta.get("loss", "?")),
-        "epoch": str(meta.get("epoch", "?")),
+        "best epoch": str(meta.get("epoch", "?")),  # the checkpoint is the run's best, not its last
         "trained on": Path(str(config.get("data_root", "?"))).name,
         "created": str(meta.get("created", "?")),
     }
@@ -92,7 +92,7 @@ def curves_figure(rows: list[dict]) -> go.Figure | None:
     rows = [r for r in rows if isinstance(r.get("epoch"), (int, float))]
     if not rows:
         return None
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "dev top-1 and verification AUC"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "accuracy and verification AUC"))
     epochs = [r["epoch"] for r in rows]
     for key, col, name in (("train_loss", 1, "train loss"), ("dev_top1", 2, "dev top-1"), ("auc", 2, "AUC"),
                            ("train_acc", 2, "train accuracy")):
@@ -100,5 +100,11 @@ def curves_figure(rows: list[dict]) -> go.Figure | None:
         if any(isinstance(v, (int, float)) for v in values):
             fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=name), row=1, col=col)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h"})
+    # The left chart's one curve is named by its title; the legend sits under the right chart it
+    # explains (a horizontal legend would start under the left one).
+    fig.update_traces(showlegend=False, row=1, col=1)
+    right_start = fig.layout.xaxis2.domain[0]
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "x": right_start, "xanchor": "left", "y": -0.3,
+                              "yanchor": "top"})
     return fig

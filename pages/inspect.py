@@ -14,14 +14,14 @@ from pages.common import data_root, show_error
 from pages.explore_ui import show_lesson
 
 st.title("Inspect a checkpoint")
-source = st.radio("checkpoint", ["saved (demos and runs)", "upload one"], key="inspect.source", horizontal=True)
+source = st.radio("Checkpoint", ["saved (demos and runs)", "upload one"], key="inspect.source", horizontal=True)
 model, rows, folder = None, [], None
 if source.startswith("saved"):
     options = state.checkpoint_options()
     if not options:
         show_error("No checkpoint found.", "Train a model on the Train page, or upload one.")
         st.stop()
-    label = st.selectbox("which", list(options), key="inspect.which")
+    label = st.selectbox("Which", list(options), index=state.default_index(options), key="inspect.which")
     folder = options[label]
     try:
         model = state.open_model(folder, label)
@@ -34,7 +34,7 @@ else:
     st.caption("A run folder as **.zip**, or **model.safetensors + meta.json** (and loss.safetensors if the loss "
                f"has weights). Up to {upload.MAX_FILE_BYTES // 2**20} MB each. Pickled .pt/.pth files are never "
                "opened: they can run code.")
-    files = st.file_uploader("checkpoint files", type=["zip", "safetensors", "json"], accept_multiple_files=True,
+    files = st.file_uploader("Checkpoint files", type=["zip", "safetensors", "json"], accept_multiple_files=True,
                              key="inspect.upload")
     if not files:
         st.info("Upload a checkpoint to inspect it.", icon=":material/upload:")
@@ -60,20 +60,20 @@ with left:
 with right:
     show_lesson(33)
     if folder:
-        st.dataframe(explore_inspect.files_table(model.folder), hide_index=True, key="inspect.files")
+        st.table(explore_inspect.files_table(model.folder), hide_index=True)  # a table wraps the long "holds"
 headline = explore_inspect.headline_metrics(model.meta)
 if headline:
-    st.subheader("Metrics recorded at training time")
+    st.subheader("Metrics at the best epoch (recorded in training)")
     for cell, (title, value) in zip(st.columns(len(headline)), headline.items()):
         cell.metric(title, value)
 figure = explore_inspect.curves_figure(rows)
 if figure is not None:
     st.plotly_chart(figure, key="inspect.curves")
-with st.expander("spec and training config (JSON)"):
+with st.expander("Spec and training config (JSON)"):
     st.json({"spec": spec.to_dict(), "config": model.meta.get("config", {})}, expanded=False)
 
 st.subheader("Its embeddings and what it looks at")
-if not st.toggle("embed the dev and verification images (cached after the first time)", key="inspect.embed"):
+if not st.toggle("Embed the dev and verification images (cached after the first time)", key="inspect.embed"):
     st.stop()
 root = str(data_root())
 try:
@@ -92,16 +92,17 @@ row = explore_metrics.metrics_row(view, explore_metrics.dev_top1(model, dev, raw
 left, right = st.columns([3, 2])
 with left:
     coords = projection.project(explore.unit(raw_dev), "pca", 2)
-    st.plotly_chart(figs.scatter_2d(coords, dev, dev.top_identities(10), None, "dev identities (PCA)", True),
+    st.plotly_chart(figs.scatter_2d(coords, dev, dev.top_identities(10), None, "Dev identities (PCA)", True),
                     key="inspect.scatter")
 with right:
     st.dataframe(explore_metrics.metrics_table({model.label: row}), hide_index=True, key="inspect.metrics")
 face_col, map_col = st.columns([1, 3])
-index = face_col.slider("dev image", 0, len(dev.labels) - 1, 0, key="inspect.face")
-method = face_col.selectbox("saliency method", list(saliency.METHODS), key="inspect.method",
+index = face_col.slider("Dev image", 0, len(dev.labels) - 1, 0, key="inspect.face")
+method = face_col.selectbox("Saliency method", list(saliency.METHODS), key="inspect.method",
                             index=list(saliency.METHODS).index("gradcam"),
                             format_func=lambda m: saliency.METHODS[m].title)
 face = explore_saliency.explain_face(model, dev.images[index], method, "predicted", stage_from_end=1)
+map_col.markdown(explore_saliency.verdict_markdown(face.predicted, dev.names[dev.labels[index]]))
 map_col.image([dev.images[index].permute(1, 2, 0).numpy(), saliency.overlay(dev.images[index], face.heat)],
               width=192, caption=[figs.pretty(dev.names[dev.labels[index]]),
                                   f"explains {figs.pretty(face.target)} ({face.confidence})"])

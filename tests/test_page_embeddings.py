@@ -130,6 +130,13 @@ def test_identities_in_color_stop_at_the_identities_shown(embeddings_app, world)
     assert app.slider(key="embeddings.colored").max == 8  # the mini data set holds 8 dev identities
 
 
+def test_inspector_starts_from_cross_entropy(world):
+    from lib.explore import demo_checkpoints
+    app = _app("inspect.py", world).run()
+    expected = "demo-ce" if "demo-ce" in dict(demo_checkpoints()) else world["labels"][0]
+    assert app.selectbox(key="inspect.which").value == expected
+
+
 def test_inspector_shows_spec_counts_curves_and_embeddings(world):
     app = _app("inspect.py", world).run()
     app.selectbox(key="inspect.which").set_value(world["labels"][1]).run()
@@ -137,6 +144,7 @@ def test_inspector_shows_spec_counts_curves_and_embeddings(world):
     loaded = load_checkpoint(world["runs"] / "r1-arcface" / "best")
     facts = dict(zip(app.dataframe[0].value[""], app.dataframe[0].value["value"]))
     assert facts["parameters"] == f"{count_params(loaded.spec):,}" and facts["loss"] == "arcface"
+    assert facts["best epoch"] == "3"
     assert {m.label: m.value for m in app.metric}["dev top-1"] == "2.0%"
     assert len(app.get("plotly_chart")) == 1  # the training curves from metrics.jsonl
     app.toggle(key="inspect.embed").set_value(True).run()
