@@ -31,14 +31,14 @@ STAGE_OPTIONS: dict[str, Field] = {
                        help="Hidden width = expansion x channels (MobileNetV2: 6, ConvNeXt: 4, bottleneck: width / 4)."),
     "kernel_size": Field("Kernel", "choice", choices=(1, 3, 5, 7, 9, 11),
                          help="K of the spatial (depthwise) convolution: its weights grow with K²."),
-    "se_ratio": Field("SE ratio", "float", 0.0, 1.0, 0.0625,
-                      help="Squeeze-and-excitation: 0 = off; 0.0625 = 1/16 (the SE-ResNet paper), 0.25 = 1/4."),
     "groups": Field("Groups", "int", 1, 1024, 1,
                     help="ResNeXt cardinality: the 3x3 conv is split into this many independent groups."),
-    "base_width": Field("Width per group", "int", 1, 1024, 1,
+    "base_width": Field("Group width", "int", 1, 1024, 1,
                         help="ResNeXt: channels per group at base width 64 (32x4d = 32 groups of 4)."),
     "norm": Field("Norm", "choice", choices=("layer", "batch"),
                   help="ConvNeXt uses LayerNorm (per image); BatchNorm normalises over the batch."),
+    "se_ratio": Field("SE ratio", "float", 0.0, 1.0, 0.0625,
+                      help="Squeeze-and-excitation: 0 = off; 0.0625 = 1/16 (the SE-ResNet paper), 0.25 = 1/4."),
 }
 
 STAGE_FIELDS: dict[str, Field] = {

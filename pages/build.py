@@ -6,7 +6,7 @@ import streamlit as st
 from lib import spec_edit as edit
 from lib.blocks import BLOCK_TITLES
 from lib.build_notes import BLOCK_NOTES, concept_notes
-from lib.build_view import block_alternatives, budget_gauge, cost_chart, layer_rows, parts_table
+from lib.build_view import block_alternatives, budget_gauge, cost_chart, layer_formulas, layer_rows, parts_table
 from lib.codegen import to_source
 from lib.model_warnings import channels_last_warning
 from lib.presets import FACE_PRESETS, PRESETS
@@ -16,6 +16,11 @@ from pages.common import MODEL_SPEC_KEY, show_error
 
 DRAFT, VALID = "build.draft", "build.valid"  # the spec being edited; the last one that was possible
 NUMBERS = {name: st.column_config.NumberColumn(format="localized") for name in ("parameters", "MACs")}
+ALTERNATIVE_COLUMNS = {  # short headers and rounded MACs: the table fits beside the stage editor
+    "parameters": st.column_config.NumberColumn("params", format="localized"),
+    "MACs": st.column_config.NumberColumn("MACs", format="compact", help="Multiply-accumulates per image"),
+    "vs this stage": st.column_config.TextColumn("vs this", help="Parameters relative to this stage's own block"),
+    "shortcut": st.column_config.TextColumn("shortcut", help="Whether the block adds its input back (item 6)")}
 
 
 def key(field: str) -> str:
@@ -129,30 +134,41 @@ table_col.markdown(notes[9])
 chart_col.plotly_chart(cost_chart(result), width="stretch", config={"displayModeBar": False})
 
 
+STAGE_BUTTONS = (  # (key, icon, edit, offset or None, help): small icon buttons in each stage's header
+    ("up", ":material/arrow_upward:", edit.move_stage, -1, "Move this stage up (before the previous one)"),
+    ("down", ":material/arrow_downward:", edit.move_stage, 1, "Move this stage down (after the next one)"),
+    ("remove", ":material/delete:", edit.remove_stage, None, "Remove this stage; the next one takes its input"))
+
+
 def stage_editor(index: int, stage) -> None:
+    """One stage in a bordered box: its name with icon buttons, its output, then its fields three to
+    a row (the block alone on the first, where its full name fits)."""
     with st.container(border=True):
-        head = st.columns([5, 1, 1, 1], vertical_alignment="center")
+        head = st.columns([1, 1], vertical_alignment="center")
+        head[0].markdown(f"**Stage {index + 1}**")
+        buttons = head[1].container(horizontal=True, horizontal_alignment="right", gap="xsmall")
+        last = len(spec.stages) - 1
+        for name, icon, operation, offset, tip in STAGE_BUTTONS:
+            args = (index,) if offset is None else (index, offset)
+            off = offset == -1 and index == 0 or offset == 1 and index == last
+            buttons.button("", icon=icon, key=key(f"{name}{index}"), on_click=apply, args=(operation, *args),
+                           disabled=off, help=tip)
         shown = result.stages[index] if not error and index < len(result.stages) else None
-        head[0].markdown(f"**Stage {index + 1}**" + (f" -> {shape_text(shown.out_shape)}, {shown.params:,} params"
-                                                    if shown else ""))
-        for column, (name, label, operation, args, off, tip) in zip(head[1:], (
-                ("up", "↑", edit.move_stage, (index, -1), index == 0, "Move this stage up"),
-                ("down", "↓", edit.move_stage, (index, 1), index == len(spec.stages) - 1, "Move this stage down"),
-                ("remove", "✕", edit.remove_stage, (index,), False, "Remove this stage"))):
-            column.button(label, key=key(f"{name}{index}"), on_click=apply, args=(operation, *args), disabled=off,
-                          help=tip)
-        cols = st.columns([2.2, 1, 1, 1]) + st.columns(4)
-        for position, name in enumerate(edit.stage_fields(stage)):
-            callback = {"on_change": block_changed, "args": (index,)} if name == "block" else {}
-            widget(cols[position], f"stage{index}.{name}", edit.STAGE_FIELDS[name], **callback)
+        if shown:
+            st.caption(f"Output {shape_text(shown.out_shape)} · {shown.params:,} parameters")
+        widget(st, f"stage{index}.block", edit.STAGE_FIELDS["block"], on_change=block_changed, args=(index,))
+        rest = [name for name in edit.stage_fields(stage) if name != "block"]
+        cols = [col for start in range(0, len(rest), 3) for col in st.columns(3)]
+        for position, name in enumerate(rest):
+            widget(cols[position], f"stage{index}.{name}", edit.STAGE_FIELDS[name])
         if error and edit.error_field(error).startswith(f"stages[{index}]"):
             st.error(f"**{edit.field_label(edit.error_field(error))}**: {error.split(': ', 1)[-1]}")
 
 
-left, right = st.columns([1, 1.3], gap="large")
+left, right = st.columns([1, 1.4], gap="medium")
 with left:
     st.subheader("Stem")
-    stem_cols = st.columns([1.6, 1, 1, 1])
+    stem_cols = st.columns([2, 1]) + st.columns(3)
     widget(stem_cols[0], "stem.kind", edit.MODEL_FIELDS["stem.kind"], on_change=stem_changed)
     widget(stem_cols[1], "stem.out_chs", edit.MODEL_FIELDS["stem.out_chs"])
     patchify = st.session_state[key("stem.kind")] == "patchify"
@@ -181,16 +197,14 @@ with right:
         path, story = BLOCK_NOTES[explained.spec.block]
         st.markdown(f"`{path}`\n\n{story}")
         st.caption(f"Its first block, {shape_text(explained.in_shape)} -> {shape_text(explained.blocks[0].out_shape)}: "
-                   "each layer's parameters (M in, N out channels, K kernel) and MACs (weights x output positions).")
-        st.dataframe(layer_rows(explained.blocks[0]), hide_index=True, width="stretch",
-                     column_config={"layer": st.column_config.TextColumn(width="medium"),
-                                    "MACs": st.column_config.TextColumn(width="medium"),
-                                    "output": st.column_config.TextColumn(width="small")})
+                   f"each layer's parameters ({layer_formulas(explained.blocks[0])}; M in, N out channels, K kernel, "
+                   "C channels, g groups) and MACs (weights x output positions, rounded).")
+        st.dataframe(layer_rows(explained.blocks[0]), hide_index=True, width="stretch", height="content")
         for item in (1, 2, 3):
             st.markdown(notes[item])
         st.markdown("**The same position built from other blocks** (same widths and stride):")
         st.dataframe(block_alternatives(explained.spec, explained.in_shape), hide_index=True, width="stretch",
-                     column_config=NUMBERS)
+                     column_config=ALTERNATIVE_COLUMNS)
         with st.expander("What each block is (items 3-8)"):
             for _, text in BLOCK_NOTES.values():
                 st.markdown(text)
