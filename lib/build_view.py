@@ -7,7 +7,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lib.blocks import BLOCK_TITLES, BLOCKS, bottleneck_width
+from lib.blocks import BLOCKS, bottleneck_width
 from lib.counting import Tally
 from lib.profile import PartProfile, Profile, StageProfile, count_block, human, shape_text
 from lib.spec import StageSpec
@@ -70,23 +70,33 @@ def budget_gauge(params: int, budget: int) -> go.Figure:
 
 
 def layer_rows(part: PartProfile) -> list[dict]:
-    """Each layer of one block: its formula, the numbers that go into it, and what it costs."""
+    """Each layer of one block: the numbers of its parameter formula (the formulas themselves are in
+    layer_formulas), its MACs and its output. Short columns, so the table fits beside the stage
+    editor; MACs are rounded (the exact product is spelled out in the convolution-cost note)."""
     prefix = part.name + "."
-    rows = []
+    return [{"layer": _layer_label(layer.name.removeprefix(prefix), layer.kind),
+             "parameters": f"{layer.numbers} = {layer.params:,}" if layer.params else "",
+             "MACs": human(layer.macs) if layer.macs else "",
+             "output": shape_text(layer.out_shape)} for layer in part.layers]
+
+
+def layer_formulas(part: PartProfile) -> str:
+    """'conv M·N·K², BatchNorm 2·C': the parameter formula of each kind of layer in one block, once."""
+    formulas: dict[str, str] = {}
     for layer in part.layers:
-        positions = layer.out_shape[1] * layer.out_shape[2] if len(layer.out_shape) == 3 else 1
-        rows.append({
-            "layer": _layer_label(layer.name.removeprefix(prefix), layer.kind),
-            "parameters": f"{layer.formula} = {layer.numbers} = {layer.params:,}" if layer.params else "",
-            "MACs": f"{layer.macs // positions:,} x {positions:,} = {layer.macs:,}" if layer.macs else "",
-            "output": shape_text(layer.out_shape),
-        })
-    return rows
+        if layer.params:
+            formulas.setdefault(layer.formula, _short_kind(layer.kind))
+    return ", ".join(f"{kind} {formula}" for formula, kind in formulas.items())
 
 
 def _layer_label(name: str, kind: str) -> str:
     """'conv1 (conv)', but just 'depthwise' where the name already says what it is."""
+    kind = _short_kind(kind)
     return name if kind.split()[0] in name else f"{name} ({kind})"
+
+
+def _short_kind(kind: str) -> str:
+    return kind.replace("pointwise conv", "1x1 conv")
 
 
 # (label, block, options, curriculum item): the same stage built from other blocks
@@ -106,7 +116,7 @@ def block_alternatives(stage: StageSpec, in_shape: tuple[int, ...]) -> list[dict
     """Parameters and MACs of this stage's first block if it were another kind of block."""
     current = _block_cost(stage, in_shape)
     shortcut = lambda block: "yes" if has_shortcut(block, in_shape[0], stage.out_chs, stage.stride) else "no"  # noqa: E731
-    rows = [{"block": f"this stage: {BLOCK_TITLES[stage.block]}", "parameters": current[0], "MACs": current[1],
+    rows = [{"block": "this stage", "parameters": current[0], "MACs": current[1],
              "vs this stage": "x1", "shortcut": shortcut(stage.block)}]
     for label, block, options, item in ALTERNATIVES:
         variant = StageSpec(block=block, out_chs=stage.out_chs, depth=1, stride=stage.stride, **options)

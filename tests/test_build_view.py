@@ -5,7 +5,7 @@ from torch import nn
 
 from lib.blocks import BLOCKS, SqueezeExcite
 from lib.build_notes import BLOCK_NOTES, concept_notes
-from lib.build_view import block_alternatives, cost_chart, layer_rows, parts_table
+from lib.build_view import block_alternatives, cost_chart, layer_formulas, layer_rows, parts_table
 from lib.presets import PRESETS
 from lib.profile import profile
 from lib.spec import ModelSpec
@@ -71,3 +71,12 @@ def test_notes_for_a_model_without_stages():
     notes = concept_notes(profile(ModelSpec(stages=())), 0, 35_000_000)
     assert "no stage downsamples" in notes[9] and "0 of 0" in notes[6]
     assert "`stem.0`" in notes[1]  # with no blocks, the stem's conv explains the convolution cost
+
+
+def test_layer_formulas_name_each_rule_once_and_the_rows_give_its_numbers():
+    result = profile(PRESETS["face_se_resnet"])
+    block = result.stages[1].blocks[0]  # 32 -> 64 channels, stride 2: convs, norms, SE, a 1x1 shortcut
+    assert layer_formulas(block) == "conv M·N·K², BatchNorm 2·C, 1x1 conv M·N + N, 1x1 conv M·N"
+    conv1 = layer_rows(block)[0]
+    assert conv1 == {"layer": "conv1", "parameters": f"32·64·3² = {count(nn.Conv2d(32, 64, 3, bias=False)):,}",
+                     "MACs": "18.9M", "output": "64x32x32"}  # 18,432 weights x 32·32 positions = 18,874,368
