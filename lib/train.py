@@ -30,6 +30,7 @@ from torch import nn
 from lib.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from lib.ema import ModelEma
 from lib.losses import LOSSES, build_loss
+from lib.model_warnings import channels_last_crash_layers
 from lib.net import FaceNet
 from lib.schedule import make_scheduler
 from lib.spec import embedding_dim
@@ -88,6 +89,7 @@ class Trainer:
         seed_everything(config.seed)
         self.data = load_train_data(config.data_folder(), config.pairs_file, config.subset)
         self.spec = replace(config.spec(), num_classes=self.data.num_classes)
+        self._avoid_channels_last_crash()
         self.model, self.loss_module = self._build_modules()
         self.optimizer = make_optimizer(config, [self.model, self.loss_module])
         self.batches = EpochBatches(self.data.train, config.augment, self.data.mean, self.data.std,
@@ -105,6 +107,17 @@ class Trainer:
         self.records: list[dict] = []
 
     # -- construction -------------------------------------------------------------------------
+    def _avoid_channels_last_crash(self) -> None:
+        """PyTorch on CPU crashes (no Python error) on some 1x1 stride-2 convs in channels_last:
+        train such a model in the default layout and say so, rather than lose the job."""
+        if not self.config.channels_last or self.device != "cpu":
+            return
+        layers = channels_last_crash_layers(self.spec)
+        if layers:
+            self.config = replace(self.config, channels_last=False)
+            self.warn(f"channels_last turned off: PyTorch on CPU crashes in the backward pass of "
+                      f"{', '.join(layers[:3])} (1x1 stride-2 convolutions on fewer than 16 channels)")
+
     def _build_modules(self) -> tuple[nn.Module, nn.Module]:
         config, spec = self.config, self.spec
         model = FaceNet(spec)

@@ -206,3 +206,14 @@ def test_stuck_margin_loss_is_flagged_with_the_remedy():
     assert margin_stuck_warning("ce", stuck, 298) == ""  # only margin losses are flagged
     assert margin_stuck_warning("arcface", {"epoch": 1, "train_acc": 0.004}, 298) == ""  # too early to tell
     assert margin_stuck_warning("sphereface", {"epoch": 3, "train_acc": 0.2}, 298) == ""  # learning
+
+
+def test_channels_last_is_turned_off_for_layers_that_crash_pytorch_on_cpu(tmp_path):
+    # TINY_MODEL's first stride-2 stage has a 1x1 stride-2 shortcut on the stem's 8 channels.
+    trainer = Trainer(tiny_config(channels_last=True), tmp_path / "run")
+    assert trainer.config.channels_last is False
+    assert any("channels_last turned off" in w and "stages.0.0.shortcut" in w for w in trainer.warnings)
+    wide = dict(TINY_MODEL, stem=dict(TINY_MODEL["stem"], out_chs=16))
+    safe = Trainer(config_from_run({"name": "wide", "model": wide, "config": tiny_run(channels_last=True)["config"]}),
+                   tmp_path / "wide")
+    assert safe.config.channels_last is True and not safe.warnings
