@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from lib.blocks import BLOCKS
+from lib.presets import FACE_PRESETS, PRESETS
 from lib.spec import HeadSpec, ModelSpec, StageSpec, StemSpec, stage_output_sizes
 
 
@@ -155,6 +156,14 @@ def blank_spec() -> ModelSpec:
     return ModelSpec(name="my_model", stem=StemSpec(kind="conv", out_chs=32, kernel_size=3, stride=1),
                      stages=(StageSpec(block="conv", out_chs=32, depth=1, stride=1),),
                      head=HeadSpec(embedding_dim=0), input_size=64, num_classes=298)
+
+
+def classes_for_data(spec: ModelSpec, identities: int) -> ModelSpec:
+    """The spec with one class per identity of the training data (Train sizes the classifier that
+    way too). ImageNet presets keep their 1000 classes, so their counts still match torchvision's;
+    an empty or unreadable data set (0 identities) changes nothing."""
+    imagenet = spec.name in PRESETS and spec.name not in FACE_PRESETS
+    return spec if imagenet or identities < 1 else replace(spec, num_classes=int(identities))
 
 
 def file_stem(spec: ModelSpec) -> str:

@@ -1,6 +1,9 @@
 """Build: assemble a CNN from blocks and watch its parameters, MACs and shapes change live."""
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import streamlit as st
 
 from lib import spec_edit as edit
@@ -8,13 +11,15 @@ from lib.blocks import BLOCK_TITLES
 from lib.build_notes import BLOCK_NOTES, concept_notes
 from lib.build_view import block_alternatives, budget_gauge, cost_chart, layer_formulas, layer_rows, parts_table
 from lib.codegen import to_source
+from lib.data import list_identities
 from lib.model_warnings import channels_last_warning
 from lib.presets import FACE_PRESETS, PRESETS
 from lib.profile import human, profile, shape_text
 from lib.spec import ModelSpec
-from pages.common import MODEL_SPEC_KEY, show_error
+from pages.common import MODEL_SPEC_KEY, data_root, show_error
 
 DRAFT, VALID = "build.draft", "build.valid"  # the spec being edited; the last one that was possible
+FOLLOWED = "build.classes_followed"  # the data set's identity count the Classes field last took
 NUMBERS = {name: st.column_config.NumberColumn(format="localized") for name in ("parameters", "MACs")}
 ALTERNATIVE_COLUMNS = {  # short headers and rounded MACs: the table fits beside the stage editor
     "parameters": st.column_config.NumberColumn("params", format="localized"),
@@ -41,6 +46,26 @@ def set_draft(spec: ModelSpec, overwrite: bool = True) -> None:
     for name, value in edit.to_fields(spec).items():
         if overwrite or key(name) not in st.session_state:
             st.session_state[key(name)] = value
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def identities(root: str) -> int:
+    """Training identities of a data set (a folder listing; 0 when it cannot be read)."""
+    return len(list_identities(Path(root) / "cls_data" / "train"))
+
+
+def load(spec: ModelSpec) -> None:
+    """Show a preset or a blank model, its classifier sized to the data set in the sidebar."""
+    set_draft(edit.classes_for_data(spec, identities(str(data_root()))))
+
+
+def follow_data_set(count: int) -> None:
+    """The Classes field follows the data set in the sidebar, unless the student typed another number."""
+    followed = st.session_state.get(FOLLOWED)
+    if count and count != followed:
+        if st.session_state.get(key("num_classes")) == followed:
+            st.session_state[key("num_classes")] = count
+        st.session_state[FOLLOWED] = count
 
 
 def apply(operation, *args, drop: str = "") -> None:
@@ -76,9 +101,12 @@ def widget(container, name: str, info: edit.Field, **callback):
 
 
 # -- state: the draft from the widgets, and the last valid model ---------------------------------
+data_classes = identities(str(data_root()))
 if DRAFT not in st.session_state:
-    set_draft(PRESETS["face_resnet"])
+    load(PRESETS["face_resnet"])
+    st.session_state[FOLLOWED] = data_classes
 set_draft(draft(), overwrite=False)  # widgets Streamlit forgot while another page was open
+follow_data_set(data_classes)
 spec = edit.from_fields(draft(), widget_values())
 st.session_state[DRAFT] = spec.to_dict()
 error = None
@@ -100,11 +128,17 @@ st.caption("Start from a preset or a blank model and change it block by block: e
 top = st.columns([2.2, 0.8, 0.8, 1.2, 1.2, 1.2], vertical_alignment="bottom")
 top[0].selectbox("Start from", list(PRESETS), index=list(PRESETS).index("face_resnet"), key=key("preset"),
                  format_func=lambda n: f"{n} ({'64x64 faces' if n in FACE_PRESETS else 'ImageNet 224x224'})")
-top[1].button("Load", on_click=lambda: set_draft(PRESETS[st.session_state[key("preset")]]), width="stretch")
-top[2].button("Blank", on_click=lambda: set_draft(edit.blank_spec()), width="stretch")
+top[1].button("Load", on_click=lambda: load(PRESETS[st.session_state[key("preset")]]), width="stretch")
+top[2].button("Blank", on_click=lambda: load(edit.blank_spec()), width="stretch")
 widget(top[3], "input_size", edit.MODEL_FIELDS["input_size"])
-widget(top[4], "num_classes", edit.MODEL_FIELDS["num_classes"])
+widget(top[4], "num_classes", replace(edit.MODEL_FIELDS["num_classes"], help=(
+    f"Identities the classifier tells apart: by default the {data_classes} of the data set in the sidebar "
+    f"({data_root().name}); ImageNet presets keep 1000. Train always sizes the classifier to the data set it "
+    "trains on, whatever this field says.")))
 top[5].number_input("Budget (M parameters)", 0.1, 10_000.0, 35.0, step=1.0, key=key("budget_m"))
+if data_classes and spec.num_classes != data_classes:
+    st.caption(f":material/info: Train will size the classifier to the {data_classes} identities of "
+               f"{data_root().name}, not to {spec.num_classes:,}: the counts below are for {spec.num_classes:,}.")
 
 if error:
     field = edit.error_field(error)

@@ -11,6 +11,7 @@ from lib import spec_edit as edit
 from lib.net import count_params
 from lib.presets import PRESETS
 from lib.spec import ModelSpec
+from tests.synthetic_data import make_dataset
 
 FACE = PRESETS["face_resnet"]
 
@@ -139,3 +140,29 @@ def test_a_model_that_crashes_pytorch_in_channels_last_is_flagged(app):
     app.number_input(key="build.stage0.out_chs").set_value(8).run()  # stage 2's shortcut: 1x1, stride 2, 8 channels
     assert not app.exception and not app.error
     assert any("`stages.1.0.shortcut.0`" in w.value and "channels_last" in w.value for w in app.warning)
+
+
+def test_classes_follow_the_data_set_in_the_sidebar(tmp_path):
+    make_dataset(tmp_path / "five", {f"id{k}": 2 for k in range(5)}, {"id0": 1})
+    page = AppTest.from_file("../pages/build.py", default_timeout=60)
+    page.session_state["facelab.data_root"] = str(tmp_path / "five")
+    page.run()
+    assert page.number_input(key="build.num_classes").value == 5
+    assert shown_params(page) == f"{count_params(replace(FACE, num_classes=5)):,}"
+    assert "Train always sizes the classifier" in page.number_input(key="build.num_classes").help
+    page.selectbox(key="build.preset").set_value("resnet50")
+    next(b for b in page.button if b.label == "Load").click().run()  # ImageNet presets keep 1000, said so
+    assert page.number_input(key="build.num_classes").value == 1000
+    assert any("to the 5 identities of five, not to 1,000" in c.value for c in page.caption)
+    next(b for b in page.button if b.label == "Blank").click().run()
+    assert page.number_input(key="build.num_classes").value == 5
+    make_dataset(tmp_path / "three", {f"id{k}": 2 for k in range(3)}, {"id0": 1})
+    page.session_state["facelab.data_root"] = str(tmp_path / "three")  # another data set: the field follows
+    page.run()
+    assert page.number_input(key="build.num_classes").value == 3
+    assert not any("Train will size" in c.value for c in page.caption)
+    page.number_input(key="build.num_classes").set_value(7).run()  # a number the student typed stays
+    page.session_state["facelab.data_root"] = str(tmp_path / "five")
+    page.run()
+    assert page.number_input(key="build.num_classes").value == 7
+    assert any("to the 5 identities of five, not to 7" in c.value for c in page.caption)

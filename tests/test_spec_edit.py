@@ -79,3 +79,10 @@ def test_error_field_and_file_stem():
     assert edit.file_stem(edit.blank_spec()) == "my_model"
     assert edit.field_label("stages[3].stride") == "Stage 4 > Stride"
     assert edit.field_label("stem.kernel_size") == "Stem kernel" and edit.field_label("parameters") == "parameters"
+
+
+def test_classes_for_data_sizes_face_models_and_keeps_imagenet_presets():
+    assert edit.classes_for_data(PRESETS["face_resnet"], 40).num_classes == 40
+    assert edit.classes_for_data(edit.blank_spec(), 7).num_classes == 7
+    assert edit.classes_for_data(PRESETS["resnet50"], 40).num_classes == 1000  # compared with torchvision
+    assert edit.classes_for_data(PRESETS["face_resnet"], 0) == PRESETS["face_resnet"]  # unreadable data set
