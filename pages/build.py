@@ -161,10 +161,9 @@ totals[3].caption(f"Parameters against the budget (black line: {budget / 1e6:g}M
 totals[3].plotly_chart(budget_gauge(result.params, budget), width="stretch", config={"displayModeBar": False})
 st.markdown(notes[13])
 
-table_col, chart_col = st.columns([1.8, 1], gap="medium")
-table_col.dataframe(parts_table(result), hide_index=True, width="stretch",
-                    column_config={**NUMBERS, "blocks": st.column_config.TextColumn(width="medium")})
-table_col.markdown(notes[9])
+st.dataframe(parts_table(result), hide_index=True, width="stretch", column_config=NUMBERS)  # full width: 8 columns
+note_col, chart_col = st.columns([1.2, 1], gap="medium", vertical_alignment="center")
+note_col.markdown(notes[9])
 chart_col.plotly_chart(cost_chart(result), width="stretch", config={"displayModeBar": False})
 
 
