@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
+from lib import augment
 from lib.data import ImageSet, PairSet
 
 
@@ -47,6 +48,14 @@ def with_originals(images: torch.Tensor, augmented: torch.Tensor) -> torch.Tenso
 
         images = TF.resize(images, list(augmented.shape[-2:]), antialias=True)
     return torch.cat([images.unsqueeze(1), augmented], dim=1)
+
+
+def preview(images: torch.Tensor, steps: list[dict], samples: int, seed: int) -> torch.Tensor:
+    """augment.preview_grid, and for a pipeline with nothing to show (empty, or only Normalize, which
+    the preview leaves out) the unchanged images: what such a pipeline does to a picture."""
+    if all(step["name"] == "Normalize" for step in steps):
+        return images.unsqueeze(1).repeat(1, samples, 1, 1, 1)
+    return augment.preview_grid(images, steps, samples, seed)
 
 
 def sample_pairs(pairs: PairSet, count: int, seed: int) -> dict[int, list[int]]:

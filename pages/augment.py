@@ -148,7 +148,7 @@ with right:
     tabs = st.tabs(["Preview", "Step by step", "MixUp / CutMix", "Normalize", "Data check"])
 
 with tabs[0]:
-    grid = lab.with_originals(train.images[picked], augment.preview_grid(train.images[picked], steps, samples, seed))
+    grid = lab.with_originals(train.images[picked], lab.preview(train.images[picked], steps, samples, seed))
     st.image(lab.tile(grid, scale=2), caption=f"Rows: {', '.join(names)}. First column: the original; "
              f"then {samples} samples of the pipeline (seed {seed}).")
     per = sorted(int((train.labels == c).sum()) for c in range(len(train.classes)))
