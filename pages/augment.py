@@ -71,16 +71,19 @@ def _widget(name: str, param: str, spec):
 
 
 def _editor() -> list[dict]:
-    st.multiselect("Transforms, applied in the order picked", list(TRANSFORMS), key=NAMES_KEY,
+    st.multiselect("Transforms, applied in the order picked", list(TRANSFORMS), key=NAMES_KEY, wrap=True,
                    help="Remove a transform and pick it again to move it to the end.")
     steps = []
     for index, name in enumerate(st.session_state[NAMES_KEY]):
         with st.expander(f"{index}. {name}"):
             st.caption(TRANSFORMS[name].help)
             steps.append({"name": name, "params": {p: _widget(name, p, s) for p, s in TRANSFORMS[name].params.items()}})
-    buttons = st.columns(2)
-    buttons[0].button("Reset to the default", on_click=_load, args=(augment.default_pipeline(),), key="augment.reset")
-    buttons[1].button("Clear", on_click=_load, args=([],), key="augment.clear")
+    buttons = st.container(horizontal=True)
+    default = lab.pipeline_summary(augment.default_pipeline())
+    buttons.button("Default", on_click=_load, args=(augment.default_pipeline(),), key="augment.reset",
+                   icon=":material/restart_alt:", help=f"Back to the default pipeline: {default}.")
+    buttons.button("Clear", on_click=_load, args=([],), key="augment.clear", icon=":material/clear_all:",
+                   help="Remove every transform (no augmentation).")
     with st.expander("Import a pipeline (JSON)"):
         st.text_area("Pipeline JSON", key="augment.json_in",
                      placeholder='[{"name": "RandomHorizontalFlip", "params": {"p": 0.5}}]')
@@ -110,7 +113,7 @@ st.caption(f"Data set **{root.name}**: {len(train.classes)} identities, {len(tra
 if NAMES_KEY not in st.session_state:
     _load(st.session_state.get(DRAFT_KEY) or st.session_state.get(PIPELINE_KEY) or augment.default_pipeline())
 
-left, right = st.columns([1, 2], gap="large")
+left, right = st.columns([1.15, 2], gap="medium")
 with left:
     st.subheader("Pipeline")
     try:

@@ -62,6 +62,12 @@ def test_harmful_transform_is_explained_and_mistakes_are_errors_not_tracebacks()
     at.multiselect(key="augment.names").unselect("Normalize").run()
     assert at.multiselect(key="augment.names").value == ["RandomVerticalFlip", "RandomGrayscale"]
     assert not at.error and at.slider(key="augment.param.RandomVerticalFlip.p").value == 1.0  # nothing lost
+    reset = at.button(key="augment.reset")
+    assert reset.label == "Default" and "RandomResizedCrop -> RandomHorizontalFlip -> ColorJitter" in reset.help
+    reset.click().run()
+    assert at.multiselect(key="augment.names").value == [step["name"] for step in DEFAULT_PIPELINE]
+    at.button(key="augment.clear").click().run()
+    assert at.multiselect(key="augment.names").value == [] and not at.exception
 
 
 def test_json_import_loads_a_pipeline_and_rejects_a_bad_one():
