@@ -84,7 +84,7 @@ FIELDS: dict[str, Field] = {f.name: f for group in GROUPS.values() for f in grou
 LABEL_SMOOTHING_LESSON = (
     "**Label smoothing** ε trains toward (1−ε) on the true identity and ε/C on every class instead of a "
     "one-hot target. The logits then need not grow without bound to lower the loss, which curbs "
-    "over-confidence; with ε = 0.1 and 298 identities the target is 0.9003, not 1.")
+    "over-confidence; {example}")
 DROPOUT_LESSON = (
     "**Dropout** before the classifier (p = {p} in this model; set it on the Build page) zeroes features at "
     "random in training and scales the rest by 1/(1−p); in evaluation it does nothing. Training and dev "
@@ -99,6 +99,18 @@ SCHEME_LESSON = (
     "(center, triplet) or a margin head. **Sequential** training first learns separable features with plain "
     "cross-entropy, then fine-tunes that checkpoint with a margin loss; its class weights start from the CE "
     "classifier. Margin losses trained from scratch can stall near chance, and fine-tuning is the usual remedy.")
+
+
+def label_smoothing_lesson(identities: int, epsilon: float) -> str:
+    """The lesson with the numbers of this run: C = the data set's identities, ε = the chosen value."""
+    classes = max(1, int(identities))
+    if epsilon <= 0:
+        example = f"with ε = 0 the target over these {classes:,} identities is one-hot: 1 on the true one."
+    else:
+        true, other = 1 - epsilon + epsilon / classes, epsilon / classes
+        example = (f"with ε = {epsilon:g} and the {classes:,} identities of this data set the true identity's "
+                   f"target is {true:.4g} and every other one's {other:.2g}, not 1 and 0.")
+    return LABEL_SMOOTHING_LESSON.format(example=example)
 
 
 def defaults() -> dict:

@@ -155,7 +155,7 @@ for col, name in zip(st.columns(max(1, len(others))), others):
 if "label_smoothing" in info.params:
     left, right = st.columns([1, 2])
     loss_params["label_smoothing"] = loss_widget("label_smoothing", info.params["label_smoothing"], left)
-    right.caption(train_form.LABEL_SMOOTHING_LESSON)
+    right.caption(train_form.label_smoothing_lesson(facts["identities"], loss_params["label_smoothing"]))
 if info.has_class_weights and loss != "center" and scheme == "joint":
     st.caption("From scratch a margin loss may stay near chance for a while; if it does, fine-tune a CE "
                "checkpoint instead (training scheme above).")

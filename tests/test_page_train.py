@@ -19,6 +19,7 @@ from lib.presets import PRESETS
 from lib.spec import ModelSpec
 from lib.train_form import format_count
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
+from tests.synthetic_data import make_dataset
 from tests.train_cases import TINY_MODEL
 
 APP = str(config.PROJECT_ROOT / "app.py")
@@ -76,6 +77,7 @@ def test_defaults_show_cost_loss_steps_and_lessons():
                    "**Joint**", "**Sequential**"):
         assert lesson in captions
     assert "`RandomResizedCrop`" in " ".join(m.value for m in app.markdown)
+    assert f"the {IDENTITIES} identities of this data set the true identity's target is 0.9003" in captions
 
 
 def test_convnext_recipe_and_a_margin_loss():
@@ -123,6 +125,17 @@ def test_model_and_pipeline_come_from_build_and_augment():
     assert metric(app, "Parameters") == format_count(count_params(replace(built, num_classes=IDENTITIES)))
     text = " ".join(m.value for m in app.markdown)
     assert "from the Augment page" in text and "`RandomHorizontalFlip`" in text and "ColorJitter" not in text
+
+
+def test_lessons_use_the_identities_of_the_data_set_in_use(tmp_path, monkeypatch):
+    make_dataset(tmp_path / "five", {f"id{k}": 3 for k in range(5)}, {"id0": 1})
+    monkeypatch.setenv(config.DATA_ROOTS_ENV, str(tmp_path))  # the sidebar offers data sets under the roots
+    app = train_page(**{"facelab.data_root": str(tmp_path / "five")})
+    assert metric(app, "Identities") == "5"
+    captions = " ".join(c.value for c in app.caption)
+    assert "the 5 identities of this data set the true identity's target is 0.92 and every other one's 0.02" in captions
+    app.number_input(key="train.lp.label_smoothing").set_value(0.0).run()
+    assert "with ε = 0 the target over these 5 identities is one-hot" in " ".join(c.value for c in app.caption)
 
 
 def test_a_model_that_crashes_pytorch_in_channels_last_is_flagged_while_the_layout_is_on():
