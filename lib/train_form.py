@@ -113,6 +113,37 @@ def label_smoothing_lesson(identities: int, epsilon: float) -> str:
     return LABEL_SMOOTHING_LESSON.format(example=example)
 
 
+def recipe_summary(recipe: Recipe, spec: dict | None, source: str) -> str:
+    """The recipe's description when the model that will train is the one it was written for;
+    otherwise a sentence saying its settings are applied to this other model, whose time and
+    accuracy its description does not predict."""
+    own = recipe_spec(recipe)
+    if own is None or spec is None or same_architecture(own, spec):
+        return recipe.summary
+    written_for = f"its own model `{own.get('name', 'model')}`" if recipe.model else f"the preset `{recipe.preset}`"
+    return (f"The settings of **{recipe.name}** applied to **{spec.get('name', 'your model')}** ({source}). "
+            f"The recipe was written for {written_for}: the time and accuracy its description gives are for "
+            "that model, not this one.")
+
+
+def recipe_spec(recipe: Recipe) -> dict | None:
+    """The model a recipe was written for, as a spec dict (None for a recipe that names none)."""
+    from lib.presets import PRESETS
+    if recipe.model:
+        return recipe.model
+    return PRESETS[recipe.preset].to_dict() if recipe.preset in PRESETS else None
+
+
+def same_architecture(first: dict, second: dict) -> bool:
+    """The same network apart from its name and classifier size (Train sizes that to the data)."""
+    from lib.spec import ModelSpec
+    try:
+        a, b = (replace(ModelSpec.from_dict(spec), name="", num_classes=1) for spec in (first, second))
+    except (ValueError, TypeError, KeyError):
+        return False
+    return a == b
+
+
 def defaults() -> dict:
     """TrainConfig's defaults for every field the page shows."""
     base = TrainConfig()

@@ -17,6 +17,7 @@ st.caption("Put together what will train, then launch it as a background job: th
            "and the Runs page shows its progress and curves.")
 recipes = all_recipes()
 RECIPE_MODEL = train_form.RECIPE_MODEL
+SOURCE_WORDS = {"Build page": "built on the Build page", "Preset": "a preset"}
 
 
 def apply_recipe() -> None:
@@ -164,7 +165,8 @@ if info.has_class_weights and loss != "center" and scheme == "joint":
 st.subheader("4 · Recipe and hyperparameters")
 st.selectbox("Recipe", list(recipes), format_func=lambda name: recipes[name].title, key="train.recipe",
              on_change=apply_recipe, help="Sets every value below; change any of them afterwards.")
-st.caption(recipes[st.session_state["train.recipe"]].summary)
+trained = "the checkpoint being fine-tuned" if scheme == "sequential" else SOURCE_WORDS.get(source, source)
+st.caption(train_form.recipe_summary(recipes[st.session_state["train.recipe"]], spec, trained))
 with st.expander("The ConvNeXt recipe from the course, and how it was scaled to LFW-64"):
     st.table(convnext_table(recipes.get(CONVNEXT_RECIPE)))
 values: dict = {}

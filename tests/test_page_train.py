@@ -77,6 +77,7 @@ def test_defaults_show_cost_loss_steps_and_lessons():
                    "**Joint**", "**Sequential**"):
         assert lesson in captions
     assert "`RandomResizedCrop`" in " ".join(m.value for m in app.markdown)
+    assert quick["description"] in captions  # the recipe's own model trains: its description holds
     assert f"the {IDENTITIES} identities of this data set the true identity's target is 0.9003" in captions
 
 
@@ -125,6 +126,9 @@ def test_model_and_pipeline_come_from_build_and_augment():
     assert metric(app, "Parameters") == format_count(count_params(replace(built, num_classes=IDENTITIES)))
     text = " ".join(m.value for m in app.markdown)
     assert "from the Augment page" in text and "`RandomHorizontalFlip`" in text and "ColorJitter" not in text
+    captions = " ".join(c.value for c in app.caption)
+    assert "The settings of **quick-cpu** applied to **my_net** (built on the Build page)" in captions
+    assert recipe_file("quick-cpu")["description"] not in captions  # it speaks of another network
 
 
 def test_lessons_use_the_identities_of_the_data_set_in_use(tmp_path, monkeypatch):
