@@ -85,6 +85,9 @@ LABEL_SMOOTHING_LESSON = (
     "**Label smoothing** ε trains toward (1−ε) on the true identity and ε/C on every class instead of a "
     "one-hot target. The logits then need not grow without bound to lower the loss, which curbs "
     "over-confidence; {example}")
+LAUNCH_HINT = "Change the setting named above and launch again."
+RUNS_FOLDER_HINT = ("this is the runs folder, not a setting of this page: once it can be written again (as the "
+                    "message says), press Launch again. Everything set on this page is kept.")
 DROPOUT_LESSON = (
     "**Dropout** before the classifier (p = {p} in this model; set it on the Build page) zeroes features at "
     "random in training and scales the rest by 1/(1−p); in evaluation it does nothing. Training and dev "
@@ -111,6 +114,12 @@ def label_smoothing_lesson(identities: int, epsilon: float) -> str:
         example = (f"with ε = {epsilon:g} and the {classes:,} identities of this data set the true identity's "
                    f"target is {true:.4g} and every other one's {other:.2g}, not 1 and 0.")
     return LABEL_SMOOTHING_LESSON.format(example=example)
+
+
+def launch_hint(err: Exception) -> str:
+    """How to fix a refused launch: a runs folder that cannot be written is not a setting of the page."""
+    from lib.jobs import RunsFolderError
+    return RUNS_FOLDER_HINT if isinstance(err, RunsFolderError) else LAUNCH_HINT
 
 
 def recipe_summary(recipe: Recipe, spec: dict | None, source: str) -> str:

@@ -196,7 +196,7 @@ if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="tra
         run = train_form.build_run(name, spec, data_root(), pipeline, loss, loss_params, values, init_from)
         job_id = queue.submit(run, user_name())
     except (ValueError, TypeError) as err:
-        show_error(f"This run cannot start: {err}", "Change the setting named above and launch again.")
+        show_error(f"This run cannot start: {err}", train_form.launch_hint(err))
     else:
         queue.tick()
         st.success(f"Launched **{run['name']}** ({queue.get(job_id).state}). Follow it on the Runs page.",

@@ -17,8 +17,10 @@ from lib.losses import LOSSES
 from lib.net import FaceNet, count_params
 from lib.presets import PRESETS
 from lib.spec import ModelSpec
+from lib import train_form
 from lib.train_form import format_count
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
+from tests.job_support import read_only
 from tests.synthetic_data import make_dataset
 from tests.train_cases import TINY_MODEL
 
@@ -140,6 +142,18 @@ def test_lessons_use_the_identities_of_the_data_set_in_use(tmp_path, monkeypatch
     assert "the 5 identities of this data set the true identity's target is 0.92 and every other one's 0.02" in captions
     app.number_input(key="train.lp.label_smoothing").set_value(0.0).run()
     assert "with ε = 0 the target over these 5 identities is one-hot" in " ".join(c.value for c in app.caption)
+
+
+def test_a_runs_folder_that_turns_read_only_gets_its_own_fix_not_a_settings_hint(runs_folder):
+    app = train_page()
+    with read_only(runs_folder):
+        app.button(key="train.launch").click().run()
+    errors = " ".join(e.value for e in app.error)
+    assert not app.exception and "read-only" in errors and str(runs_folder) in errors
+    assert "Change the setting named above" not in errors
+    assert "cannot be used" in errors or train_form.RUNS_FOLDER_HINT in errors  # refused on opening or at Launch
+    assert train_form.launch_hint(jobs.RunsFolderError("full")) == train_form.RUNS_FOLDER_HINT
+    assert train_form.launch_hint(ValueError("config.lr: -1")) == train_form.LAUNCH_HINT
 
 
 def test_a_model_that_crashes_pytorch_in_channels_last_is_flagged_while_the_layout_is_on():
