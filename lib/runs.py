@@ -25,6 +25,7 @@ CURVES = {
     "eer": "verification EER",
     "images_per_s": "images / s",
 }
+EMPTY = "–"  # what a table cell shows for a value that does not exist (yet); pages pass it as placeholder
 # Columns of the comparison table: the last epoch's value, and the best AUC.
 FINAL_METRICS = ("dev_top1", "dev_top5", "auc", "eer", "train_acc", "train_loss")
 
@@ -202,8 +203,8 @@ def job_row(job) -> dict:
         "status": job.state,
         "user": job.user,
         "progress": 1.0 if job.state == "done" else progress_fraction(progress),
-        "epoch": f"{epoch} / {epochs}" if epoch is not None and epochs else "-",
-        "ETA": format_duration(progress.get("eta_s")) if running else "-",
+        "epoch": f"{epoch} / {epochs}" if epoch is not None and epochs else EMPTY,
+        "ETA": format_duration(progress.get("eta_s")) if running and _is_number(progress.get("eta_s")) else EMPTY,
         "images/s": _throughput(job, progress),
         "best AUC": best.get("best_auc"),
         "dev top-1": best.get("dev_top1"),
@@ -226,7 +227,7 @@ def _is_number(value) -> bool:
 
 def _clock(timestamp: float | None) -> str:
     import time
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "-"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else EMPTY
 
 
 def status_line(job) -> str:

@@ -53,7 +53,7 @@ def jobs_table() -> None:
         return
     if refresh and not any(job.state in ACTIVE for job in current):
         st.rerun()  # the last job just ended: redraw the whole page (buttons, compare list)
-    st.dataframe([runs.job_row(job) for job in current], hide_index=True, column_config={
+    st.dataframe([runs.job_row(job) for job in current], hide_index=True, placeholder=runs.EMPTY, column_config={
                      "progress": st.column_config.ProgressColumn("progress", format="percent", min_value=0, max_value=1),
                      "best AUC": st.column_config.NumberColumn(format="%.3f"),
                      "dev top-1": st.column_config.NumberColumn(format="%.3f")})
@@ -148,7 +148,7 @@ def compare() -> None:
                           format_func=runs.CURVES.get, key="runs.compare_metric")
     st.plotly_chart(overlay({label: runs.read_metrics(p) for label, p in folders.items()}, metric))
     table = runs.compare_rows(list(folders.items()))
-    st.dataframe(table, hide_index=True, column_config={
+    st.dataframe(table, hide_index=True, placeholder=runs.EMPTY, column_config={
         "params": st.column_config.NumberColumn(format="compact"),
         "MACs": st.column_config.NumberColumn(format="compact", help="multiply-accumulates per image; 1 MAC = 2 FLOPs"),
         **{key: st.column_config.NumberColumn(format="%.3f") for key in runs.FINAL_METRICS + ("best_auc",)}})

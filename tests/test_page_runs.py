@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -71,6 +72,8 @@ def test_table_lists_every_job_with_state_user_and_progress(queue):
     assert table.loc["broken-data", "status"] == "failed"
     assert table.loc["busy", "status"] == "running" and table.loc["waiting", "status"] == "queued"
     assert "At most 1 job(s) run at once" in " ".join(c.value for c in app.caption)
+    assert table.loc["waiting", "epoch"] == "–" and pd.isna(table.loc["waiting", "best AUC"])
+    assert {frame.proto.placeholder for frame in app.dataframe} == {"–"}  # a missing number shows "–", not "None"
 
 
 def test_crashed_job_shows_its_reason_and_log_not_a_traceback(queue):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lib import recipes, runs, train_form
+from lib import jobs, recipes, runs, train_form
 from lib.train_config import TrainConfig, config_from_run
 
 
@@ -37,6 +37,20 @@ def test_headline_and_warnings():
     assert runs.headline(rows) == [("dev top-1", "0.300", "+0.100"), ("verification AUC", "0.750", "+0.050"),
                                    ("EER", "0.300", "-0.050"), ("training accuracy", "0.400", "")]
     assert runs.run_warnings(rows) == ["stuck"] and runs.headline([]) == []
+
+
+def job(tmp_path, state: str, **fields) -> jobs.Job:
+    """A job record as the queue reads it from its registry."""
+    values = dict(id="j1", name="run", user="ada", state=state, created=1.0, started=None, ended=None, pid=None,
+                  pid_start=None, device=None, resume=0, attempts=0, cancel_requested=0, exit_code=None,
+                  reason="", log_tail="", run_dir=tmp_path)
+    values.update(fields)
+    return jobs.Job(**values)
+
+
+def test_a_job_without_progress_shows_empty_cells(tmp_path):
+    row = runs.job_row(job(tmp_path, "running"))
+    assert (row["epoch"], row["ETA"], row["images/s"], row["best AUC"]) == (runs.EMPTY, runs.EMPTY, None, None)
 
 
 def test_log_tail_keeps_the_last_lines(tmp_path):
