@@ -286,6 +286,7 @@ def headline(rows: list[dict]) -> list[tuple[str, str, str]]:
         value = last.get(key)
         if _is_number(value):
             before = previous.get(key)
-            delta = f"{value - before:+.3f}" if _is_number(before) else ""
+            change = value - before if _is_number(before) else 0.0
+            delta = f"{change:+.3f}" if abs(change) >= 0.0005 else ""  # no arrow for a change that rounds to 0
             cards.append((label, f"{value:.3f}", delta))
     return cards

@@ -37,6 +37,8 @@ def test_headline_and_warnings():
     assert runs.headline(rows) == [("dev top-1", "0.300", "+0.100"), ("verification AUC", "0.750", "+0.050"),
                                    ("EER", "0.300", "-0.050"), ("training accuracy", "0.400", "")]
     assert runs.run_warnings(rows) == ["stuck"] and runs.headline([]) == []
+    same = [{"epoch": 1, "eer": 0.3001}, {"epoch": 2, "eer": 0.3003}]  # rounds to no change: no arrow
+    assert runs.headline(same) == [("EER", "0.300", "")]
 
 
 def job(tmp_path, state: str, **fields) -> jobs.Job:
