@@ -26,6 +26,7 @@ CURVES = {
     "images_per_s": "images / s",
 }
 EMPTY = "–"  # what a table cell shows for a value that does not exist (yet); pages pass it as placeholder
+STARTING = "loading PyTorch and the data set; the first steps follow in a few seconds"
 # Columns of the comparison table: the last epoch's value, and the best AUC.
 FINAL_METRICS = ("dev_top1", "dev_top5", "auc", "eer", "train_acc", "train_loss")
 
@@ -246,7 +247,7 @@ def status_line(job) -> str:
         parts.append(f"about {format_duration(progress['eta_s'])} left")
     if job.state == "running" and job.cancel_requested:
         parts.append("stopping: saving its state")
-    return ", ".join(parts) or ("starting up" if job.state == "running" else job.state)
+    return ", ".join(parts) or (STARTING if job.state == "running" else job.state)
 
 
 def metric_runs(runs_dir: Path) -> list[Path]:

@@ -50,9 +50,15 @@ def job(tmp_path, state: str, **fields) -> jobs.Job:
     return jobs.Job(**values)
 
 
-def test_a_job_without_progress_shows_empty_cells(tmp_path):
+def test_a_job_that_has_not_reported_yet_says_what_it_is_doing(tmp_path):
+    assert runs.status_line(job(tmp_path, "running")) == runs.STARTING
+    assert "loading PyTorch and the data set" in runs.STARTING
     row = runs.job_row(job(tmp_path, "running"))
     assert (row["epoch"], row["ETA"], row["images/s"], row["best AUC"]) == (runs.EMPTY, runs.EMPTY, None, None)
+    (tmp_path / "progress.json").write_text(json.dumps({"epoch": 1, "epochs": 3, "step": 4, "total_steps": 12,
+                                                        "images_per_s": 50.0, "eta_s": 65}))
+    assert runs.status_line(job(tmp_path, "running")) == "epoch 1 / 3, step 4 / 12, 50 images/s, about 1 min 05 s left"
+    assert runs.job_row(job(tmp_path, "running"))["ETA"] == "1 min 05 s"
 
 
 def test_log_tail_keeps_the_last_lines(tmp_path):
