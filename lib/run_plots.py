@@ -31,10 +31,17 @@ def _mode(xs: list) -> str:
     return "lines+markers" if len(xs) <= 30 else "lines"
 
 
+def _epoch_ticks(rows: list[dict]) -> dict:
+    """Whole epochs on the axis of a short run (plotly would label 1.5, 2.5, ...)."""
+    epochs = [row["epoch"] for row in rows if isinstance(row.get("epoch"), (int, float))]
+    return {"dtick": 1} if epochs and max(epochs) <= 20 else {}
+
+
 def run_curves(rows: list[dict]) -> go.Figure:
     """Four panels of one run, per epoch."""
+    # Room between the rows: the lower panels' titles sit clear of the upper panels' "epoch" axis titles.
     figure = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in PANELS],
-                           horizontal_spacing=0.08, vertical_spacing=0.16)
+                           horizontal_spacing=0.1, vertical_spacing=0.26)
     for index, (_, lines) in enumerate(PANELS):
         row, col = divmod(index, 2)
         for key, name, dashed in lines:
@@ -43,9 +50,9 @@ def run_curves(rows: list[dict]) -> go.Figure:
                 figure.add_trace(go.Scatter(x=xs, y=ys, name=name, mode=_mode(xs),
                                             line={"dash": "dot" if dashed else "solid"}),
                                  row=row + 1, col=col + 1)
-    figure.update_xaxes(title_text="epoch")
-    figure.update_layout(height=560, margin={"t": 40, "b": 10, "l": 10, "r": 10},
-                         legend={"orientation": "h", "y": -0.12})
+    figure.update_xaxes(title_text="epoch", **_epoch_ticks(rows))
+    figure.update_layout(height=640, margin={"t": 40, "b": 20, "l": 10, "r": 10},
+                         legend={"orientation": "h", "y": -0.16})
     return figure
 
 
@@ -55,6 +62,7 @@ def overlay(runs: dict[str, list[dict]], key: str) -> go.Figure:
     for label, rows in runs.items():
         xs, ys = _series(rows, key)
         figure.add_trace(go.Scatter(x=xs, y=ys, name=label, mode=_mode(xs)))
+    figure.update_xaxes(**_epoch_ticks([row for rows in runs.values() for row in rows]))
     figure.update_layout(xaxis_title="epoch", yaxis_title=CURVES.get(key, key), height=380,
                          margin={"t": 20, "b": 10, "l": 10, "r": 10}, legend={"orientation": "h", "y": -0.25})
     return figure

@@ -114,3 +114,17 @@ def test_a_recipe_sets_loss_parameters_typed_and_the_checkpoint_it_fine_tunes(tm
     assert isinstance(state["train.warmup_epochs"], float) and "train.lp.margin_rad" not in state
     state, note = train_form.recipe_state(recipe, found[:1])
     assert state["train.scheme"] == "joint" and "not here yet" in note
+
+
+def test_run_curves_leave_room_between_rows_and_count_whole_epochs():
+    from lib.run_plots import overlay, run_curves
+    rows = [{"epoch": e, "train_loss": 2.0 / e, "auc": 0.5 + e / 10, "lr": 0.1} for e in (1, 2, 3)]
+    figure = run_curves(rows)
+    layout = figure.layout
+    plot_px = layout.height - layout.margin.t - layout.margin.b
+    gap_px = (layout.yaxis.domain[0] - layout.yaxis3.domain[1]) * plot_px
+    # tick labels (~20 px), the "epoch" axis title (~25 px) and the next panel's title (~25 px) fit between rows
+    assert gap_px >= 100, gap_px
+    assert layout.xaxis.dtick == 1 and overlay({"a": rows}, "auc").layout.xaxis.dtick == 1
+    long_run = [{"epoch": e, "train_loss": 1.0} for e in range(1, 51)]
+    assert run_curves(long_run).layout.xaxis.dtick is None  # plotly picks the ticks of a long run
