@@ -6,6 +6,9 @@ import json
 from lib import config
 from lib.pages import PAGES, PageInfo
 
+# The lesson's order: plain cross-entropy first, then the margin losses fine-tuned from it.
+LESSON_ORDER = ("ce", "arcface", "cosface", "sphereface")
+
 
 def workflow_steps() -> list[PageInfo]:
     """Every page but home whose file exists, in workflow order."""
@@ -13,7 +16,8 @@ def workflow_steps() -> list[PageInfo]:
 
 
 def demo_summary() -> list[dict]:
-    """One row per shipped demo checkpoint with its headline metrics (from its meta.json)."""
+    """One row per shipped demo checkpoint with its headline metrics (from its meta.json), in the
+    lesson's order of their losses (CE, ArcFace, CosFace, SphereFace; any other after them)."""
     rows = []
     for meta_path in sorted(config.CHECKPOINTS_DIR.glob("*/meta.json")):
         try:
@@ -28,7 +32,8 @@ def demo_summary() -> list[dict]:
             "verification AUC": _fmt(metrics.get("auc")),
             "EER": _fmt(metrics.get("eer")),
         })
-    return rows
+    rank = {loss: index for index, loss in enumerate(LESSON_ORDER)}
+    return sorted(rows, key=lambda row: (rank.get(row["loss"], len(rank)), row["checkpoint"]))
 
 
 def _fmt(value) -> str:
