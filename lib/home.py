@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import random
+from pathlib import Path
+
+import numpy as np
 
 from lib import config
 from lib.pages import PAGES, PageInfo
@@ -34,6 +38,22 @@ def demo_summary() -> list[dict]:
         })
     rank = {loss: index for index, loss in enumerate(LESSON_ORDER)}
     return sorted(rows, key=lambda row: (rank.get(row["loss"], len(rank)), row["checkpoint"]))
+
+
+def face_strip(root: str | Path, count: int = 8, seed: int = 0) -> list[tuple[np.ndarray, str]]:
+    """(H x W x 3 uint8 picture, identity) of ``count`` training faces of different people, drawn
+    with ``seed`` (the same faces every visit). Only the chosen files are decoded; a data set that
+    cannot be read gives an empty strip."""
+    from lib.data import decode_file, list_identities, list_images
+    train = Path(root) / "cls_data" / "train"
+    rng = random.Random(seed)
+    identities = list_identities(train)
+    faces = []
+    for identity in rng.sample(identities, min(count, len(identities))):
+        image = decode_file(Path(rng.choice(list_images(train / identity)).path))
+        if image is not None:  # a corrupt file is skipped, as the data loader skips it
+            faces.append((image.permute(1, 2, 0).contiguous().numpy(), identity))
+    return faces
 
 
 def _fmt(value) -> str:

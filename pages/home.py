@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib.home import demo_summary, workflow_steps
+from lib.home import demo_summary, face_strip, workflow_steps
 from pages.common import data_root
+
+FACES = 8  # one row of faces across the page
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def faces(root: str) -> list:
+    """A seeded strip of training faces: the same ones on every visit, decoded once per data set."""
+    return face_strip(root, count=FACES, seed=0)
+
 
 st.title("FaceLab")
 st.markdown(
@@ -23,10 +32,18 @@ with left:
         "seen in training? Compare the two **embeddings** (the features before the classifier) with "
         "cosine similarity and a threshold."
     )
+
 with right:
     st.subheader("The data in use")
     st.markdown(f"`{data_root().name}`: faces in the HW2P2 layout (`cls_data/train`, `cls_data/dev`, "
                 "`ver_data`, `val_pairs.txt`). Pick another data set in the sidebar.")
+
+strip = faces(str(data_root()))  # full width: one row of faces, names under them
+if strip:
+    st.image([picture for picture, _ in strip], width=100, caption=[name.replace("_", " ") for _, name in strip])
+    st.caption(f"{len(strip)} training faces of {data_root().name}, each of another person and labelled with its "
+               "identity (its folder name): the classifier learns these names; verification compares faces of "
+               "people it never saw.")
 
 st.subheader("The workflow")
 for step in workflow_steps():
