@@ -58,9 +58,10 @@ MODEL_FIELDS: dict[str, Field] = {
     "stem.kernel_size": Field("Stem kernel", "int", 1, 15, 1),
     "stem.stride": Field("Stem stride", "int", 1, 8, 1),
     "stem.pool": Field("3x3 max-pool, stride 2", "bool"),
-    "head.conv_chs": Field("1x1 conv width", "int", 0, 8192, 64, help="0 = none (MobileNetV2 uses 1280)."),
-    "head.embedding_dim": Field("Embedding size", "int", 0, 8192, 32,
-                                help="Linear + BatchNorm after pooling; 0 = the pooled features are the embedding."),
+    "head.conv_chs": Field("1x1 conv", "int", 0, 8192, 64,
+                           help="Width of a 1x1 conv after the last stage; 0 = none (MobileNetV2 uses 1280)."),
+    "head.embedding_dim": Field("Embedding", "int", 0, 8192, 32, help="Size of the embedding: linear + BatchNorm "
+                                "after pooling; 0 = the pooled features are the embedding."),
     "head.dropout": Field("Dropout", "float", 0.0, 0.95, 0.05, help="Before the classifier, in training only."),
 }
 

@@ -177,7 +177,7 @@ def stage_editor(index: int, stage) -> None:
     """One stage in a bordered box: its name with icon buttons, its output, then its fields three to
     a row (the block alone on the first, where its full name fits)."""
     with st.container(border=True):
-        head = st.columns([1, 1], vertical_alignment="center")
+        head = st.columns([1, 2], vertical_alignment="center")  # the three buttons fit on one line
         head[0].markdown(f"**Stage {index + 1}**")
         buttons = head[1].container(horizontal=True, horizontal_alignment="right", gap="xsmall")
         last = len(spec.stages) - 1
