@@ -12,7 +12,7 @@ import streamlit as st
 from lib import config
 from lib.device import device_label
 from lib.pages import PAGES
-from pages.common import DATA_ROOT_KEY, USER_KEY
+from views.common import DATA_ROOT_KEY, USER_KEY
 
 st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
 LOGIN_ENV = "FACELAB_REQUIRE_LOGIN"
@@ -92,7 +92,7 @@ def main() -> None:
     sections: dict[str, list] = {}
     for info in PAGES:
         if (config.PROJECT_ROOT / info.path).exists():
-            page = st.Page(info.path, title=info.title, icon=info.icon, default=info.path == "pages/home.py")
+            page = st.Page(info.path, title=info.title, icon=info.icon, default=info.path == "views/home.py")
             sections.setdefault(info.section, []).append(page)
     navigation = st.navigation(sections)
     _sidebar()

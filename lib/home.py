@@ -16,7 +16,7 @@ LESSON_ORDER = ("ce", "arcface", "cosface", "sphereface")
 
 def workflow_steps() -> list[PageInfo]:
     """Every page but home whose file exists, in workflow order."""
-    return [p for p in PAGES if p.path != "pages/home.py" and (config.PROJECT_ROOT / p.path).exists()]
+    return [p for p in PAGES if p.path != "views/home.py" and (config.PROJECT_ROOT / p.path).exists()]
 
 
 def demo_summary() -> list[dict]:

@@ -196,18 +196,18 @@ def test_one_students_choices_never_reach_another(tmp_path, monkeypatch):
     session; the others keep the defaults. (Names in the sidebar: the class test above.)"""
     monkeypatch.setenv("FACELAB_RUNS_DIR", str(tmp_path / "runs"))
     first, second, third = app_session(), app_session(), app_session()
-    first.switch_page("pages/build.py").run()
+    first.switch_page("views/build.py").run()
     first.selectbox(key="build.preset").select("face_mobilenet").run()
     next(b for b in first.button if b.label == "Load").click().run()
     next(b for b in first.button if "Use this model" in b.label).click().run()
-    first.switch_page("pages/augment.py").run()
+    first.switch_page("views/augment.py").run()
     names = first.multiselect(key="augment.names")
     names.set_value([name for name in names.value if name != "RandomHorizontalFlip"]).run()
     next(b for b in first.button if b.label.startswith("Use this pipeline")).click().run()
 
-    second.switch_page("pages/build.py").run()
-    third.switch_page("pages/augment.py").run()
-    second.switch_page("pages/train.py").run()
+    second.switch_page("views/build.py").run()
+    third.switch_page("views/augment.py").run()
+    second.switch_page("views/train.py").run()
 
     assert first.session_state["facelab.model_spec"]["name"] == "face_mobilenet"
     assert all(step["name"] != "RandomHorizontalFlip" for step in first.session_state["facelab.pipeline"])
@@ -217,7 +217,7 @@ def test_one_students_choices_never_reach_another(tmp_path, monkeypatch):
     assert "Nothing built yet" in " ".join(c.value for c in second.caption)
     assert "RandomHorizontalFlip" in " ".join(m.value for m in second.markdown)
     assert "RandomHorizontalFlip" in third.multiselect(key="augment.names").value
-    first.switch_page("pages/train.py").run()
+    first.switch_page("views/train.py").run()
     assert first.radio(key="train.source").value == "Build page"
     assert "RandomHorizontalFlip" not in " ".join(m.value for m in first.markdown)
     shown = next(m.value for m in first.metric if m.label == "Parameters")

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from lib.augment import DEFAULT_PIPELINE, validate_pipeline
 from tests.synthetic_data import make_dataset
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "augment.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "views" / "augment.py")
 
 
 def page(root=None) -> AppTest:

@@ -18,7 +18,7 @@ FACE = PRESETS["face_resnet"]
 
 @pytest.fixture
 def app() -> AppTest:
-    page = AppTest.from_file("../pages/build.py", default_timeout=60).run()
+    page = AppTest.from_file("../views/build.py", default_timeout=60).run()
     assert not page.exception
     return page
 
@@ -144,7 +144,7 @@ def test_a_model_that_crashes_pytorch_in_channels_last_is_flagged(app):
 
 def test_classes_follow_the_data_set_in_the_sidebar(tmp_path):
     make_dataset(tmp_path / "five", {f"id{k}": 2 for k in range(5)}, {"id0": 1})
-    page = AppTest.from_file("../pages/build.py", default_timeout=60)
+    page = AppTest.from_file("../views/build.py", default_timeout=60)
     page.session_state["facelab.data_root"] = str(tmp_path / "five")
     page.run()
     assert page.number_input(key="build.num_classes").value == 5

@@ -18,7 +18,7 @@ from lib.evaluate import embed, pair_scores
 from lib.net import count_params
 from tests.explore_models import make_mini_dataset, make_runs
 
-PAGES = config.PROJECT_ROOT / "pages"
+PAGES = config.PROJECT_ROOT / "views"
 
 
 @pytest.fixture(scope="module")

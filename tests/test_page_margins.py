@@ -6,7 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 from lib import config, explore_margins as geo
 
-PAGE = str(config.PROJECT_ROOT / "pages" / "margins.py")
+PAGE = str(config.PROJECT_ROOT / "views" / "margins.py")
 
 
 @pytest.fixture(scope="module")

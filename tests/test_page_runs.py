@@ -19,7 +19,7 @@ APP = str(config.PROJECT_ROOT / "app.py")
 def runs_page() -> AppTest:
     """The page inside the app (its links to other pages need the app's navigation)."""
     app = AppTest.from_file(APP, default_timeout=60).run()
-    return app.switch_page("pages/runs.py").run()
+    return app.switch_page("views/runs.py").run()
 
 
 @pytest.fixture(scope="module")

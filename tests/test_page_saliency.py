@@ -27,7 +27,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app(world):
-    page = AppTest.from_file(str(config.PROJECT_ROOT / "pages" / "saliency.py"), default_timeout=240)
+    page = AppTest.from_file(str(config.PROJECT_ROOT / "views" / "saliency.py"), default_timeout=240)
     page.session_state["facelab.data_root"] = str(world["data"])
     page.run()
     page.multiselect(key="saliency.checkpoints").set_value(world["labels"]).run()

@@ -46,7 +46,7 @@ def train_page(**session) -> AppTest:
     for key, value in session.items():
         app.session_state[key] = value
     app.run()
-    app.switch_page("pages/train.py").run()
+    app.switch_page("views/train.py").run()
     assert not app.exception
     return app
 

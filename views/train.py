@@ -10,7 +10,7 @@ from lib.losses import LOSSES
 from lib.model_warnings import channels_last_warning
 from lib.presets import FACE_PRESETS, PRESETS
 from lib.recipes import CONVNEXT_RECIPE, all_recipes, convnext_table
-from pages.common import MODEL_SPEC_KEY, PIPELINE_KEY, data_root, runs_dir, show_error, user_name
+from views.common import MODEL_SPEC_KEY, PIPELINE_KEY, data_root, runs_dir, show_error, user_name
 
 st.title("Train")
 st.caption("Put together what will train, then launch it as a background job: the app stays free, "
@@ -201,4 +201,4 @@ if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="tra
         queue.tick()
         st.success(f"Launched **{run['name']}** ({queue.get(job_id).state}). Follow it on the Runs page.",
                    icon=":material/check_circle:")
-        st.page_link("pages/runs.py", label="Open Runs", icon=":material/monitoring:")
+        st.page_link("views/runs.py", label="Open Runs", icon=":material/monitoring:")

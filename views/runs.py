@@ -5,7 +5,7 @@ import streamlit as st
 
 from lib import jobs, runs
 from lib.run_plots import accuracy_vs_macs, overlay, run_curves
-from pages.common import runs_dir, show_error
+from views.common import runs_dir, show_error
 
 REFRESH_S = 2.0
 ACTIVE = ("queued", "running")
@@ -39,7 +39,7 @@ refresh = REFRESH_S if any(job.state in ACTIVE for job in all_jobs) else None
 if not all_jobs and not finished_runs:
     st.info("**No runs yet.** Assemble a model, a loss and a recipe on the Train page and press "
             "**Launch**; the job appears here with its progress and live curves.", icon=":material/info:")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.page_link("views/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
 

@@ -10,8 +10,8 @@ import streamlit as st
 from lib import explore_margins as geo
 from lib import margin_toy
 from lib.losses import LOSSES
-from pages.common import data_root, show_error
-from pages.explore_ui import show_lesson
+from views.common import data_root, show_error
+from views.explore_ui import show_lesson
 
 
 

@@ -16,7 +16,7 @@ from lib.model_warnings import channels_last_warning
 from lib.presets import FACE_PRESETS, PRESETS
 from lib.profile import human, profile, shape_text
 from lib.spec import ModelSpec
-from pages.common import MODEL_SPEC_KEY, data_root, show_error
+from views.common import MODEL_SPEC_KEY, data_root, show_error
 
 DRAFT, VALID = "build.draft", "build.valid"  # the spec being edited; the last one that was possible
 FOLLOWED = "build.classes_followed"  # the data set's identity count the Classes field last took

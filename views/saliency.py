@@ -7,8 +7,8 @@ import streamlit as st
 from lib import explore_saliency, saliency
 from lib.explore_figures import pretty
 from pages import explore_state as state
-from pages.common import data_root, show_error
-from pages.explore_ui import show_lesson
+from views.common import data_root, show_error
+from views.explore_ui import show_lesson
 
 st.title("Saliency: what the network looks at")
 options = state.checkpoint_options()

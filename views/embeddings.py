@@ -10,8 +10,8 @@ from lib import explore_figures as figs
 from lib import explore_metrics, projection
 from lib.explore import unit
 from pages import explore_state as state
-from pages.common import data_root, show_error
-from pages.explore_ui import show_lesson
+from views.common import data_root, show_error
+from views.explore_ui import show_lesson
 
 
 

@@ -10,7 +10,7 @@ from lib import augment
 from lib import augment_lab as lab
 from lib.augment_registry import BATCH_MIXES, TRANSFORMS
 from lib.data import channel_stats, check_dataset, load_pairs, load_split
-from pages.common import PIPELINE_KEY, data_root, show_error
+from views.common import PIPELINE_KEY, data_root, show_error
 
 NAMES_KEY, DRAFT_KEY = "augment.names", "augment.draft"  # the draft survives visits to other pages
 
