@@ -10,8 +10,8 @@ not; the check below is deliberately wider (any size, any channel count under
 16), since the cost of a false alarm is only the speed channels_last would add.
 
 ``channels_last_crash_layers`` names the layers; ``channels_last_warning`` is the
-sentence the Build and Train pages show. The training engine can call
-``channels_last_crash_layers`` to train such a model in the default layout.
+sentence the Build and Train pages show. The training engine calls
+``channels_last_crash_layers`` and trains such a model on a CPU in the default layout.
 """
 from __future__ import annotations
 
@@ -55,6 +55,6 @@ def channels_last_warning(spec: ModelSpec | dict) -> str:
         return ""
     shown = ", ".join(f"`{name}`" for name in layers[:3]) + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")
     return (f"This model has a 1x1 convolution with stride 2 on fewer than {MIN_SAFE_IN_CHS} channels ({shown}). "
-            "PyTorch crashes in its backward pass on a CPU when training uses the channels_last layout: turn "
-            "**channels_last** off on the Train page (System), or give the layer before it at least "
-            f"{MIN_SAFE_IN_CHS} channels (a wider stem or stage).")
+            "PyTorch crashes in its backward pass on a CPU when training uses the channels_last layout, so training "
+            "on a CPU turns **channels_last** off for this model (its convolutions run a little slower). Giving the "
+            f"layer before it at least {MIN_SAFE_IN_CHS} channels (a wider stem or stage) avoids it.")
