@@ -9,7 +9,7 @@ import streamlit as st
 from lib import explore_figures as figs
 from lib import explore_metrics, projection
 from lib.explore import unit
-from pages import explore_state as state
+from views import explore_state as state
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from lib import explore_saliency, saliency
 from lib.explore_figures import pretty
-from pages import explore_state as state
+from views import explore_state as state
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson
 
