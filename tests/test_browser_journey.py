@@ -32,6 +32,9 @@ def look(page, name: str) -> None:
     assert found == [], f"{name}: {found}"
 
 
+STUDENT_IDENTITIES = 6
+
+
 def preview_sources(page) -> list[str]:
     return page.locator('[data-testid="stImage"] img').evaluate_all("images => images.map(i => i.src)")
 
@@ -41,7 +44,8 @@ def build_a_model(page) -> None:
     open_page(page, "Build")
     choose(page, "Start from", "face_mobilenet (64x64 faces)")
     click(page, "Load")
-    preset = PRESETS["face_mobilenet"]
+    # Classes follow the data set picked in the sidebar: the student's 6 identities.
+    preset = dataclasses.replace(PRESETS["face_mobilenet"], num_classes=STUDENT_IDENTITIES)
     assert metric_value(page, "Parameters") == f"{count_params(preset):,}"
     first = preset.stages[0]
     set_number(page, "Depth", first.depth + 1)
@@ -93,7 +97,7 @@ def watch_the_run(page) -> None:
 def explore(page) -> None:
     """The new run beside the demo checkpoints the project ships, then the other Explore pages."""
     open_page(page, "Embeddings")
-    picker = "checkpoints (1 to 4)"
+    picker = "Checkpoints (1 to 4)"
     chosen = multiselect_values(page, picker)
     if not any("face_mobilenet" in value for value in chosen):
         if len(chosen) == 4:  # all four demos shown: make room for the new run
@@ -122,7 +126,7 @@ def screenshot_on_failure(page):
 
 def test_a_newcomers_journey(tmp_path):
     require_chromium()
-    data_root = small_dataset(tmp_path / "data" / "my-faces", identities=6, train_per=8)
+    data_root = small_dataset(tmp_path / "data" / "my-faces", identities=STUDENT_IDENTITIES, train_per=8)
     env = {"FACELAB_DATA_ROOTS": str(data_root.parent), jobs.MAX_JOBS_ENV: "1"}
     with running_app(tmp_path / "runs", env=env) as server, chromium() as page, screenshot_on_failure(page):
         page.goto(server.url)

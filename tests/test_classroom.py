@@ -140,8 +140,8 @@ def check_each_session_kept_its_own_choices(report: dict, seen: list, queue, dat
         assert any("Launched" in text for text in entry["launched"]), entry["launched"]
         assert f"Launching as **{entry['name']}**" in entry["texts"]  # its name, its data, its model
         assert entry["identities"] == "6"
-        assert entry["build_params"] == f"{count_params(PRESETS[entry['model']]):,}"
         on_six = count_params(replace(PRESETS[entry["model"]], num_classes=6))
+        assert entry["build_params"] == f"{on_six:,}"  # Build follows the data set's 6 identities
         assert entry["train_params"] == train_form.format_count(on_six)
         run = queue.read_run(by_user[entry["name"]].id)
         assert run["model"]["name"] == entry["model"] and run["config"]["data_root"] == str(data_root)
