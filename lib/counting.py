@@ -37,7 +37,30 @@ class Layer:
     out_shape: tuple[int, ...]
 
 
-class Tally:
+class Totals:
+    """Parameters, MACs and activations of a part: sums over what it is made of
+    (the attribute or method named by ``summed_over``)."""
+
+    summed_over = "layers"
+
+    def _summed_items(self):
+        items = getattr(self, self.summed_over)
+        return items() if callable(items) else items
+
+    @property
+    def params(self) -> int:
+        return sum(item.params for item in self._summed_items())
+
+    @property
+    def macs(self) -> int:
+        return sum(item.macs for item in self._summed_items())
+
+    @property
+    def activations(self) -> int:
+        return sum(item.activations for item in self._summed_items())
+
+
+class Tally(Totals):
     """Walks a (chs, size, size) feature map through layers, recording each one."""
 
     def __init__(self, chs: int, size: int, prefix: str = ""):
@@ -65,18 +88,6 @@ class Tally:
     def join(self, other: "Tally") -> "Tally":
         self.layers.extend(other.layers)
         return self
-
-    @property
-    def params(self) -> int:
-        return sum(layer.params for layer in self.layers)
-
-    @property
-    def macs(self) -> int:
-        return sum(layer.macs for layer in self.layers)
-
-    @property
-    def activations(self) -> int:
-        return sum(layer.activations for layer in self.layers)
 
     # -- layers ------------------------------------------------------------
     def conv(self, name: str, out_chs: int, kernel: int, stride: int = 1, groups: int = 1,

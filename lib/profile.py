@@ -17,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lib.blocks import BLOCKS
-from lib.counting import Layer, Tally
+from lib.counting import Layer, Tally, Totals
 from lib.spec import ModelSpec, StageSpec
 
 BYTES_PER_VALUE = 4  # float32
 
 
 @dataclass(frozen=True)
-class PartProfile:
+class PartProfile(Totals):
     """The stem, one block, or the head. ``name`` is its module path in FaceNet
     ("stem", "stages.1.0", "head"); each layer's name is its full module path."""
 
@@ -34,21 +34,10 @@ class PartProfile:
     out_shape: tuple[int, ...]
     layers: tuple[Layer, ...]
 
-    @property
-    def params(self) -> int:
-        return sum(layer.params for layer in self.layers)
-
-    @property
-    def macs(self) -> int:
-        return sum(layer.macs for layer in self.layers)
-
-    @property
-    def activations(self) -> int:
-        return sum(layer.activations for layer in self.layers)
-
 
 @dataclass(frozen=True)
-class StageProfile:
+class StageProfile(Totals):
+    summed_over = "blocks"
     index: int
     spec: StageSpec
     blocks: tuple[PartProfile, ...]
@@ -65,21 +54,10 @@ class StageProfile:
     def out_shape(self) -> tuple[int, ...]:
         return self.blocks[-1].out_shape
 
-    @property
-    def params(self) -> int:
-        return sum(block.params for block in self.blocks)
-
-    @property
-    def macs(self) -> int:
-        return sum(block.macs for block in self.blocks)
-
-    @property
-    def activations(self) -> int:
-        return sum(block.activations for block in self.blocks)
-
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(Totals):
+    summed_over = "parts"
     spec: ModelSpec
     stem: PartProfile
     stages: tuple[StageProfile, ...]
@@ -88,18 +66,6 @@ class Profile:
     def parts(self) -> list[PartProfile | StageProfile]:
         """Stem, each stage, head: the rows of the per-stage table (they add up to the totals)."""
         return [self.stem, *self.stages, self.head]
-
-    @property
-    def params(self) -> int:
-        return sum(part.params for part in self.parts())
-
-    @property
-    def macs(self) -> int:
-        return sum(part.macs for part in self.parts())
-
-    @property
-    def activations(self) -> int:
-        return sum(part.activations for part in self.parts())
 
     @property
     def activation_bytes(self) -> int:
