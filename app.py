@@ -1,6 +1,6 @@
 """FaceLab: learn CNN face classification and verification, hands on.
 
-Entry point: `streamlit run app.py`. Builds the navigation from lib.pages.PAGES
+Entry point: `streamlit run app.py`. Builds the navigation from lib.ui.pages.PAGES
 and the sidebar every page shares (device, data set, runs folder, your name).
 """
 from __future__ import annotations
@@ -9,9 +9,9 @@ import os
 
 import streamlit as st
 
-from lib import config
-from lib.device import device_label
-from lib.pages import PAGES
+from lib.base import config
+from lib.base.device import device_label
+from lib.ui.pages import PAGES
 from views.common import DATA_ROOT_KEY, USER_KEY
 
 st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
@@ -32,14 +32,14 @@ def _load_libraries() -> bool:
     import plotly.express  # noqa: F401
     import plotly.graph_objects  # noqa: F401
     import torchvision  # noqa: F401
-    from lib.projection import warm_up_umap
+    from lib.eval.projection import warm_up_umap
     warm_up_umap()  # UMAP's import and numba compile take many seconds: start them now, in the background
     return True
 
 
 def _datasets() -> list[str]:
     try:
-        from lib.data import find_datasets
+        from lib.data.datasets import find_datasets
         return [str(path) for path in find_datasets()]
     except Exception:  # a broken data root must not take the whole app down
         return [str(config.EMBEDDED_DATA)]

@@ -3,7 +3,7 @@
 The baseline is the usual course starter: ``torchvision.datasets.ImageFolder``
 opens and decodes every JPEG with PIL on every epoch and applies
 ``torchvision.transforms`` to PIL images. FaceLab decodes the split once
-(lib.data.load_split) and applies the same augmentations with
+(lib.data.datasets.load_split) and applies the same augmentations with
 ``transforms.v2`` to uint8 tensors. Both feed the same DataLoader (batch 64,
 same number of workers) through one full epoch of the training split.
 
@@ -23,9 +23,9 @@ from torchvision import transforms as v1
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import config  # noqa: E402
-from lib.augment import DEFAULT_PIPELINE, training_transform  # noqa: E402
-from lib.data import channel_stats, load_split  # noqa: E402
+from lib.base import config  # noqa: E402
+from lib.data.augment import DEFAULT_PIPELINE, training_transform  # noqa: E402
+from lib.data.datasets import channel_stats, load_split  # noqa: E402
 
 
 class TensorImages(Dataset):

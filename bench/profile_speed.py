@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from lib.net import FaceNet  # noqa: E402
-from lib.presets import PRESETS  # noqa: E402
-from lib.profile import profile  # noqa: E402
+from lib.model.net import FaceNet  # noqa: E402
+from lib.model.presets import PRESETS  # noqa: E402
+from lib.model.profile import profile  # noqa: E402
 
 
 def meta_flop_count(spec) -> tuple[int, int]:

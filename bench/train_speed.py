@@ -5,7 +5,7 @@ JPEGs with PIL, torchvision.transforms (v1) on PIL images, ToTensor + Normalize,
 a DataLoader with worker processes, an NCHW model, SGD, cross-entropy with
 label smoothing.
 
-Engine: lib.train's own step on the in-memory uint8 tensors of lib.data,
+Engine: lib.train.engine's own step on the in-memory uint8 tensors of lib.data,
 per-image augmentation of uint8 tensors with the batch normalized in one pass,
 channels_last. Same model spec, batch size, optimizer, loss and augmentation.
 
@@ -32,10 +32,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
-from lib.net import FaceNet  # noqa: E402
-from lib.train import Trainer, load_run_file  # noqa: E402
-from lib.train_data import make_loader  # noqa: E402
-from lib.train_loop import train_step  # noqa: E402
+from lib.model.net import FaceNet  # noqa: E402
+from lib.train.engine import Trainer, load_run_file  # noqa: E402
+from lib.train.batches import make_loader  # noqa: E402
+from lib.train.step import train_step  # noqa: E402
 
 
 def notebook_loader(root: Path, mean, std, batch_size: int, workers: int):

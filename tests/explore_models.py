@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lib import config
-from lib.net import FaceNet
-from lib.presets import PRESETS
+from lib.base import config
+from lib.model.net import FaceNet
+from lib.model.presets import PRESETS
 
 DEMO_NAMES = ("demo-ce", "demo-arcface", "demo-cosface", "demo-sphereface")
 RANDOM_PRESETS = ("face_resnet", "face_mobilenet", "face_convnext")
@@ -32,7 +32,7 @@ def demo_folders() -> list:
 def explore_models() -> list[ModelInfo]:
     folders = demo_folders()
     if folders:
-        from lib.explore import load_model
+        from lib.explore.models import load_model
         return [ModelInfo(folder.name, *load_model(folder)) for folder in folders]
     infos = []
     for seed, name in enumerate(RANDOM_PRESETS):
@@ -57,7 +57,7 @@ def _like_trained(model: FaceNet) -> FaceNet:
 
 def face_images(count: int, split: str = "dev") -> tuple[torch.Tensor, torch.Tensor]:
     """The first image of ``count`` different identities of the embedded data (uint8, labels)."""
-    from lib.data import load_split
+    from lib.data.datasets import load_split
     image_set = load_split(config.EMBEDDED_DATA, split)
     picks, seen = [], set()
     for index, label in enumerate(image_set.labels.tolist()):
@@ -105,7 +105,7 @@ def _calibrated(model: FaceNet, meta_normalize) -> FaceNet:
     """Set the embedding's BatchNorm statistics from real faces, as training would: a random
     network maps every face near one common direction (all cosines ~0.99); centring the
     embedding spreads the cosines like a trained model's, so score ties cannot decide a test."""
-    from lib.data import load_split
+    from lib.data.datasets import load_split
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in meta_normalize)
     images = load_split(config.EMBEDDED_DATA, "train").images[:256].float() / 255
     with torch.no_grad():
@@ -122,9 +122,9 @@ def make_runs(runs_dir) -> list[str]:
     """Two runs with a best checkpoint each (CE and ArcFace), small random networks whose norm
     layers look trained, registered as user "alice"'s jobs; returns the labels the Explore pages
     give them ("<run name> (<user>)")."""
-    from lib.checkpoint import save_checkpoint
-    from lib.data import load_split
-    from lib.losses import build_loss
+    from lib.store.checkpoint import save_checkpoint
+    from lib.data.datasets import load_split
+    from lib.losses.registry import build_loss
 
     classes = load_split(config.EMBEDDED_DATA, "train").classes
     labels = []
@@ -151,7 +151,7 @@ def _register_jobs(runs_dir, jobs: list[tuple[str, str]], user: str = "alice") -
     import sqlite3
     import time
 
-    from lib.jobs import JobQueue
+    from lib.jobs.queue import JobQueue
     queue = JobQueue(runs_dir)
     with sqlite3.connect(queue.db_path) as conn:
         conn.executemany("INSERT INTO jobs (id, name, user, state, created) VALUES (?, ?, ?, 'done', ?)",

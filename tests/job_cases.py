@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from lib import jobs
+from lib.jobs import queue as jobs
 from tests.train_cases import tiny_run
 
 WAIT_S = 240  # generous: the test machine's two cores are shared

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lib import config
-from lib.presets import PRESETS
+from lib.base import config
+from lib.model.presets import PRESETS
 
 
 def tiny_model() -> dict:

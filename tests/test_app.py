@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from lib import config
-from lib.device import device_label
-from lib.pages import PAGES
+from lib.base import config
+from lib.base.device import device_label
+from lib.ui.pages import PAGES
 
 
 def test_home_renders_workflow_and_sidebar():
@@ -22,7 +22,7 @@ def test_every_registered_page_exists_once():
     paths = [p.path for p in PAGES]
     assert len(paths) == len(set(paths))
     missing = [p for p in paths if not (config.PROJECT_ROOT / p).exists()]
-    assert not missing, f"pages named in lib/pages.py but missing: {missing}"
+    assert not missing, f"pages named in lib/ui/pages.py but missing: {missing}"
 
 
 def test_login_required_shows_only_the_sign_in(monkeypatch):

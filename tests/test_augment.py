@@ -1,4 +1,4 @@
-"""lib/augment.py: every registered transform, hand-computed references, seeds, JSON, validation, MixUp/CutMix."""
+"""lib/data/augment.py: every registered transform, hand-computed references, seeds, JSON, validation, MixUp/CutMix."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.augment import (BATCH_MIXES, DEFAULT_PIPELINE, TRANSFORMS, batch_mix, build_pipeline, check_runs,
-                         eval_transform, mix_preview, pipeline_code, pipeline_from_json, pipeline_to_json,
-                         pipeline_warnings, preview_grid, trace_steps, training_transform, validate_pipeline)
+from lib.data.advice import pipeline_code, pipeline_warnings
+from lib.data.augment import (BATCH_MIXES, DEFAULT_PIPELINE, TRANSFORMS, batch_mix, build_pipeline, check_runs,
+                         eval_transform, mix_preview, pipeline_from_json, pipeline_to_json,
+                         preview_grid, trace_steps, training_transform, validate_pipeline)
 
 MEAN, STD = (0.55, 0.43, 0.36), (0.25, 0.21, 0.2)
 STATS = (MEAN, STD)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from lib import augment
-from lib import augment_lab as lab
+from lib.data import augment
+from lib.ui import augment_lab as lab
 
 
 def test_a_pipeline_with_nothing_to_show_previews_the_unchanged_images():

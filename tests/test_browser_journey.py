@@ -18,9 +18,10 @@ from browser_support import (add_choice, chromium, choose, click, fill_text, met
                              open_page, problems, require_chromium, running_app, screenshot, set_number,
                              wait_idle)
 from job_support import small_dataset
-from lib import config, jobs
-from lib.net import count_params
-from lib.presets import PRESETS
+from lib.base import config
+from lib.jobs import queue as jobs
+from lib.model.net import count_params
+from lib.model.presets import PRESETS
 
 JOB_TIMEOUT = 240
 

@@ -15,10 +15,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from lib import checkpoint
-from lib.checkpoint import (list_checkpoints, load_checkpoint, load_weights_checked, save_checkpoint)
-from lib.net import FaceNet
-from lib.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
+from lib.base import files
+from lib.store import checkpoint
+from lib.store.checkpoint import (list_checkpoints, load_checkpoint, load_weights_checked, save_checkpoint)
+from lib.model.net import FaceNet
+from lib.model.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,16 +111,16 @@ def test_interrupted_replacement_is_recovered(tmp_path):
 
 def test_atomic_text_write_replaces_whole_file(tmp_path):
     target = tmp_path / "progress.json"
-    checkpoint.atomic_write_json(target, {"step": 1})
-    checkpoint.atomic_write_json(target, {"step": 2})
+    files.atomic_write_json(target, {"step": 1})
+    files.atomic_write_json(target, {"step": 2})
     assert json.loads(target.read_text()) == {"step": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["progress.json"]
 
 
 SAVER = """
 import sys, torch
-from lib.checkpoint import save_checkpoint
-from lib.net import FaceNet
+from lib.store.checkpoint import save_checkpoint
+from lib.model.net import FaceNet
 from tests.test_checkpoint import TINY
 model = FaceNet(TINY)
 i = 0

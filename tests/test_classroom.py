@@ -16,10 +16,11 @@ from streamlit.testing.v1 import AppTest
 
 from browser_support import AppServer
 from job_support import small_dataset, states, wait_for
-from lib import jobs, train_form
-from lib.checkpoint import load_checkpoint
-from lib.net import count_params
-from lib.presets import PRESETS
+from lib.jobs import queue as jobs
+from lib.ui import train_form
+from lib.store.checkpoint import load_checkpoint
+from lib.model.net import count_params
+from lib.model.presets import PRESETS
 from stream_session import StreamSession
 
 SESSIONS = 20

@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 
 from lib.__main__ import main
-from lib.codegen import to_source
-from lib.net import count_params
-from lib.presets import PRESETS
-from lib.profile import profile
+from lib.model.codegen import to_source
+from lib.model.net import count_params
+from lib.model.presets import PRESETS
+from lib.model.profile import profile
 from tests.conftest import ROOT
 
 

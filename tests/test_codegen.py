@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lib.blocks import BLOCKS
-from lib.codegen import to_source
-from lib.net import FaceNet, count_params
-from lib.presets import FACE_PRESETS, PRESETS
-from lib.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
+from lib.model.blocks import BLOCKS
+from lib.model.codegen import to_source
+from lib.model.net import FaceNet, count_params
+from lib.model.presets import FACE_PRESETS, PRESETS
+from lib.model.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
 
 # Every block type, SE, groups, a head conv, a pooled LayerNorm and an embedding, in one small model.
 MIXED = ModelSpec(

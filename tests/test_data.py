@@ -1,4 +1,4 @@
-"""lib/data.py and the data check: the embedded LFW-64 numbers, exact pixels against PIL, and broken copies."""
+"""lib/data/datasets.py and the data check: the embedded LFW-64 numbers, exact pixels against PIL, and broken copies."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lib import config
-from lib.data import (channel_stats, check_dataset, find_datasets, load_pairs, load_split, parse_pairs_text,
+from lib.base import config
+from lib.data.report import check_dataset
+from lib.data.datasets import (channel_stats, find_datasets, load_pairs, load_split, parse_pairs_text,
                       resolve_dataset)
 from tests.synthetic_data import make_dataset, pixels, write
 

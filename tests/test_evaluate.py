@@ -9,11 +9,11 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch.nn import functional as F
 
-from lib.evaluate import (best_threshold, classify, embed, geometry, kfold_accuracy, pair_scores, roc,
+from lib.eval.metrics import (best_threshold, classify, embed, geometry, kfold_accuracy, pair_scores, roc,
                           topk_accuracy, verification_metrics)
-from lib.net import FaceNet
-from lib.presets import PRESETS
-from lib.spec import HeadSpec, StageSpec
+from lib.model.net import FaceNet
+from lib.model.presets import PRESETS
+from lib.model.spec import HeadSpec, StageSpec
 
 PHI = NormalDist()
 

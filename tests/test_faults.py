@@ -13,8 +13,9 @@ import torch
 from browser_support import AppServer
 from job_support import (file_size_limit, grow_disk, leftover_temp_files, metric_lines, read_only, small_disk, states,
                          tiny_run, wait_for)
-from lib import jobs, runs
-from lib.checkpoint import load_checkpoint
+from lib.jobs import queue as jobs
+from lib.store import runs
+from lib.store.checkpoint import load_checkpoint
 from stream_session import StreamSession
 
 JOB_TIMEOUT = 150  # seconds for a few-second job on a busy two-core machine

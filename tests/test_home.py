@@ -6,8 +6,8 @@ import json
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from lib import config
-from lib.home import demo_summary, face_strip
+from lib.base import config
+from lib.ui.home import demo_summary, face_strip
 from tests.synthetic_data import make_dataset
 
 

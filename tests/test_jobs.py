@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, jobs, launcher, runs
+from lib.base import config
+from lib.jobs import queue as jobs
+from lib.jobs import launcher
+from lib.store import runs
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
 
 
@@ -59,7 +62,7 @@ def test_max_jobs_from_the_environment(monkeypatch):
     assert jobs.default_max_jobs() == 2 and launcher.pick_device(["cuda:0"]) == "cuda:1"
 
 
-TICK = ("import json, sys; from lib.jobs import JobQueue; "
+TICK = ("import json, sys; from lib.jobs.queue import JobQueue; "
         "print(json.dumps(JobQueue(sys.argv[1], max_running=2).tick()))")
 
 
@@ -95,7 +98,7 @@ def test_killed_job_is_failed_on_restart_then_resumes(tmp_path):
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(pid), "the process to die")
     # A fresh app process opening the registry notices the dead job.
-    subprocess.run([sys.executable, "-c", "import sys; from lib.jobs import JobQueue; JobQueue(sys.argv[1])",
+    subprocess.run([sys.executable, "-c", "import sys; from lib.jobs.queue import JobQueue; JobQueue(sys.argv[1])",
                     str(tmp_path)], cwd=config.PROJECT_ROOT, check=True, timeout=60)
     job = queue.get(job_id)
     assert job.state == "failed"

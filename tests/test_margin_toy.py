@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lib import config, explore_margins as geo, margin_toy
-from lib.losses import target_logit
+from lib.base import config
+from lib.explore import margins as geo
+from lib.explore import margin_toy
+from lib.losses.registry import target_logit
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import subprocess
 import sys
 from dataclasses import replace
 
-from lib import config
-from lib.model_warnings import channels_last_crash_layers, channels_last_warning
-from lib.presets import PRESETS
-from lib.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
+from lib.base import config
+from lib.model.warnings import channels_last_crash_layers, channels_last_warning
+from lib.model.presets import PRESETS
+from lib.model.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
 
 # An 8-channel stem, then a stage that halves the size: its shortcut is a 1x1 stride-2 conv on 8 channels.
 THIN = ModelSpec(name="thin", stem=StemSpec(kind="conv", out_chs=8, kernel_size=3, stride=1),
@@ -18,8 +18,8 @@ THIN = ModelSpec(name="thin", stem=StemSpec(kind="conv", out_chs=8, kernel_size=
 
 ONE_STEP = """
 import sys, torch
-from lib.net import FaceNet
-from lib.spec import ModelSpec
+from lib.model.net import FaceNet
+from lib.model.spec import ModelSpec
 spec = ModelSpec.from_json(sys.argv[1])
 for layout in (torch.contiguous_format, torch.channels_last):
     model = FaceNet(spec).to(memory_format=layout)

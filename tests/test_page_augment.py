@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from lib.augment import DEFAULT_PIPELINE, validate_pipeline
+from lib.data.augment import DEFAULT_PIPELINE, validate_pipeline
 from tests.synthetic_data import make_dataset
 
 PAGE = str(Path(__file__).resolve().parent.parent / "views" / "augment.py")

@@ -7,10 +7,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from lib import spec_edit as edit
-from lib.net import count_params
-from lib.presets import PRESETS
-from lib.spec import ModelSpec
+from lib.model import edit
+from lib.model.net import count_params
+from lib.model.presets import PRESETS
+from lib.model.spec import ModelSpec
 from tests.synthetic_data import make_dataset
 
 FACE = PRESETS["face_resnet"]

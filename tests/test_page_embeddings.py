@@ -1,5 +1,5 @@
 """The Embeddings and Inspect pages on real checkpoints and a small real data set,
-checked against numbers computed independently (lib.evaluate + sklearn)."""
+checked against numbers computed independently (lib.eval.metrics + sklearn)."""
 from __future__ import annotations
 
 import io
@@ -11,11 +11,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
-from lib import config
-from lib.checkpoint import load_checkpoint
-from lib.data import load_pairs
-from lib.evaluate import embed, pair_scores
-from lib.net import count_params
+from lib.base import config
+from lib.store.checkpoint import load_checkpoint
+from lib.data.datasets import load_pairs
+from lib.eval.metrics import embed, pair_scores
+from lib.model.net import count_params
 from tests.explore_models import make_mini_dataset, make_runs
 
 PAGES = config.PROJECT_ROOT / "views"
@@ -98,7 +98,7 @@ def test_no_checkpoint_chosen_says_so(embeddings_app):
 
 
 def test_default_selection_is_the_demos_or_the_runs(world):
-    from lib.explore import demo_checkpoints
+    from lib.explore.models import demo_checkpoints
     app = _app("embeddings.py", world)
     app.session_state["facelab.data_root"] = str(world["data"])
     app.run()
@@ -107,7 +107,7 @@ def test_default_selection_is_the_demos_or_the_runs(world):
 
 
 def test_run_labels_are_short_and_unique(world, tmp_path):
-    from lib.explore import short_labels
+    from lib.explore.models import short_labels
     from tests.explore_models import _register_jobs
     runs = tmp_path / "runs"
     ids = ["20261122-101500-face-mobilenet-ce-9fd0", "20261122-111500-face-mobilenet-ce-1a2b", "plain-folder"]
@@ -131,7 +131,7 @@ def test_identities_in_color_stop_at_the_identities_shown(embeddings_app, world)
 
 
 def test_inspector_starts_from_cross_entropy(world):
-    from lib.explore import demo_checkpoints
+    from lib.explore.models import demo_checkpoints
     app = _app("inspect.py", world).run()
     expected = "demo-ce" if "demo-ce" in dict(demo_checkpoints()) else world["labels"][0]
     assert app.selectbox(key="inspect.which").value == expected

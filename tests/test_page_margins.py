@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib import config, explore_margins as geo
+from lib.base import config
+from lib.explore import margins as geo
 
 PAGE = str(config.PROJECT_ROOT / "views" / "margins.py")
 

@@ -9,8 +9,9 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib import config, jobs
-from lib.checkpoint import load_checkpoint
+from lib.base import config
+from lib.jobs import queue as jobs
+from lib.store.checkpoint import load_checkpoint
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
 
 APP = str(config.PROJECT_ROOT / "app.py")

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from lib import config, saliency
-from lib.checkpoint import load_checkpoint
-from lib.data import load_pairs
-from lib.evaluate import embed
+from lib.base import config
+from lib.eval import saliency
+from lib.store.checkpoint import load_checkpoint
+from lib.data.datasets import load_pairs
+from lib.eval.metrics import embed
 from tests.explore_models import make_mini_dataset, make_runs
 
 
@@ -51,7 +52,7 @@ def test_one_face_across_checkpoints_with_every_method(app, world):
 
 
 def test_each_map_says_what_it_predicted_and_flags_a_wrong_prediction(app, world):
-    from lib.data import load_split
+    from lib.data.datasets import load_split
     dev = load_split(world["data"], "dev")
     person = app.selectbox(key="saliency.person").value
     index = int((dev.labels == person).nonzero()[0, 0])  # the page starts at the person's first image

@@ -9,16 +9,17 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib import config, jobs
-from lib.augment import DEFAULT_PIPELINE
-from lib.checkpoint import save_checkpoint
-from lib.data import list_identities
-from lib.losses import LOSSES
-from lib.net import FaceNet, count_params
-from lib.presets import PRESETS
-from lib.spec import ModelSpec
-from lib import train_form
-from lib.train_form import format_count
+from lib.base import config
+from lib.jobs import queue as jobs
+from lib.data.augment import DEFAULT_PIPELINE
+from lib.store.checkpoint import save_checkpoint
+from lib.data.datasets import list_identities
+from lib.losses.registry import LOSSES
+from lib.model.net import FaceNet, count_params
+from lib.model.presets import PRESETS
+from lib.model.spec import ModelSpec
+from lib.ui import train_form
+from lib.ui.train_form import format_count
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
 from tests.job_support import read_only
 from tests.synthetic_data import make_dataset
@@ -30,7 +31,7 @@ IMAGES = 2802  # and images
 
 
 def recipe_file(name: str) -> dict:
-    """A run file of recipes/, read here independently of lib.recipes."""
+    """A run file of recipes/, read here independently of lib.train.recipes."""
     return json.loads((config.RECIPES_DIR / f"{name}.json").read_text())
 
 

@@ -10,12 +10,12 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib.blocks import BLOCKS
-from lib.counting import Tally
-from lib.net import FaceNet, count_params
-from lib.presets import PRESETS
-from lib.profile import human, profile
-from lib.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
+from lib.model.blocks import BLOCKS
+from lib.model.counting import Tally
+from lib.model.net import FaceNet, count_params
+from lib.model.presets import PRESETS
+from lib.model.profile import human, profile
+from lib.model.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
 from tests.block_cases import CASE_IDS, CASES
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from lib import projection
-from lib.projection import clear_cache, project, umap_ready, umap_status, warm_up_umap
+from lib.eval import projection
+from lib.eval.projection import clear_cache, project, umap_ready, umap_status, warm_up_umap
 
 
 def blobs(n_per=50, classes=4, dim=32, seed=0):

@@ -6,8 +6,11 @@ import json
 
 import pytest
 
-from lib import jobs, recipes, runs, train_form
-from lib.train_config import TrainConfig, config_from_run
+from lib.jobs import queue as jobs
+from lib.train import recipes
+from lib.store import runs
+from lib.ui import train_form
+from lib.train.config import TrainConfig, config_from_run
 
 
 def write_lines(path, *rows, tail: str = "") -> None:
@@ -117,7 +120,7 @@ def test_a_recipe_sets_loss_parameters_typed_and_the_checkpoint_it_fine_tunes(tm
 
 
 def test_run_curves_leave_room_between_rows_and_count_whole_epochs():
-    from lib.run_plots import overlay, run_curves
+    from lib.ui.run_plots import overlay, run_curves
     rows = [{"epoch": e, "train_loss": 2.0 / e, "auc": 0.5 + e / 10, "lr": 0.1} for e in (1, 2, 3)]
     figure = run_curves(rows)
     layout = figure.layout

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib import saliency
+from lib.eval import saliency
 from tests.explore_models import explore_models, face_images
 
 MODELS = explore_models()

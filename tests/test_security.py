@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib import config, data
+from lib.base import config
+from lib.data import datasets as data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +88,7 @@ def test_pairs_lines_naming_files_outside_the_data_set_are_skipped(tmp_path):
 @pytest.mark.parametrize("name", ["../../../escape", "/etc/cron.d/x", "a/b\\c", "..", "."])
 def test_run_names_from_the_train_page_stay_inside_the_runs_folder(tmp_path, name):
     from job_support import tiny_run
-    from lib.jobs import JobQueue
+    from lib.jobs.queue import JobQueue
 
     queue = JobQueue(tmp_path / "runs", max_running=1)
     job_id = queue.submit(tiny_run(name), "ada")
@@ -97,7 +98,7 @@ def test_run_names_from_the_train_page_stay_inside_the_runs_folder(tmp_path, nam
 
 @pytest.mark.parametrize("job_id", ["../runs", "../../etc", "/etc/passwd", ""])
 def test_job_ids_from_the_runs_page_must_name_a_job(tmp_path, job_id):
-    from lib.jobs import JobQueue
+    from lib.jobs.queue import JobQueue
 
     queue = JobQueue(tmp_path / "runs", max_running=1)
     for action in (queue.get, queue.cancel, queue.resume):
@@ -107,8 +108,8 @@ def test_job_ids_from_the_runs_page_must_name_a_job(tmp_path, job_id):
 
 def test_training_reads_data_only_from_the_roots(tmp_path):
     """A run file (written by the Train page, or by hand) naming other folders is refused."""
-    from lib.train_config import config_from_run
-    from lib.train_data import load_train_data
+    from lib.train.config import config_from_run
+    from lib.train.batches import load_train_data
 
     with pytest.raises(ValueError, match="not inside a configured data root"):
         load_train_data(tmp_path)
@@ -207,9 +208,9 @@ class Trap:
 def good_files(tmp_path) -> dict[str, bytes]:
     """model.safetensors and meta.json of a real (tiny) checkpoint, as an upload carries them."""
     from job_support import tiny_model
-    from lib.checkpoint import save_checkpoint
-    from lib.net import FaceNet
-    from lib.spec import ModelSpec
+    from lib.store.checkpoint import save_checkpoint
+    from lib.model.net import FaceNet
+    from lib.model.spec import ModelSpec
 
     folder = save_checkpoint(tmp_path / "ckpt", FaceNet(ModelSpec.from_dict(tiny_model())), {"epoch": 1})
     return {name: (folder / name).read_bytes() for name in ("model.safetensors", "meta.json")}
@@ -247,7 +248,7 @@ def test_the_trap_fires_when_a_pickle_is_opened(tmp_path):
 
 @pytest.mark.parametrize("kind", ["torch.save", "pickle"])
 def test_uploaded_pickles_are_refused_and_never_opened(tmp_path, good_files, kind):
-    from lib import upload
+    from lib.store import upload
 
     marker = tmp_path / "opened"
     payload = pickles(marker)[kind]
@@ -264,7 +265,7 @@ def test_uploaded_pickles_are_refused_and_never_opened(tmp_path, good_files, kin
 
 
 def test_a_real_checkpoint_upload_loads(good_files):
-    from lib import upload
+    from lib.store import upload
 
     loose = upload.load_upload(list(good_files.items()))
     packed = upload.load_upload([("run.zip", zipped({f"run/best/{k}": v for k, v in good_files.items()}))])
@@ -273,7 +274,7 @@ def test_a_real_checkpoint_upload_loads(good_files):
 
 
 def test_uploads_are_capped(good_files):
-    from lib import upload
+    from lib.store import upload
 
     settings = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert upload.MAX_FILE_BYTES <= settings["server"]["maxUploadSize"] * 2**20
@@ -291,7 +292,7 @@ def test_uploads_are_capped(good_files):
 
 def test_upload_names_never_become_paths(tmp_path, monkeypatch, good_files):
     """Names only say what a file is; nothing is written, and a zip may not point outside itself."""
-    from lib import upload
+    from lib.store import upload
 
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
@@ -307,7 +308,7 @@ def test_upload_names_never_become_paths(tmp_path, monkeypatch, good_files):
 def test_upload_names_in_messages_are_sanitized(good_files):
     """A file name is shown back in the error (rendered as Markdown): markup, links and line
     breaks in it must not reach the page."""
-    from lib import upload
+    from lib.store import upload
 
     name = "x<img src=x onerror=alert(1)>\n# big [click](http://example.invalid) `code`.pt"
     with pytest.raises(ValueError) as caught:

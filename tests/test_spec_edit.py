@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from lib import spec_edit as edit
-from lib.net import count_params
-from lib.presets import PRESETS
-from lib.spec import stage_output_sizes
+from lib.model import edit
+from lib.model.net import count_params
+from lib.model.presets import PRESETS
+from lib.model.spec import stage_output_sizes
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

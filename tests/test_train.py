@@ -9,14 +9,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lib.checkpoint import load_checkpoint
-from lib.config import RECIPES_DIR
-from lib.ema import ModelEma
-from lib.schedule import WarmupCosine
-from lib.train import Trainer, TrainConfig, config_from_run, load_run_file, train
-from lib.train_data import EpochBatches, load_train_data, make_loader
-from lib.train_loop import margin_stuck_warning
-from lib.train_state import RunFolder
+from lib.store.checkpoint import load_checkpoint
+from lib.base.config import RECIPES_DIR
+from lib.train.ema import ModelEma
+from lib.train.schedule import WarmupCosine
+from lib.train.engine import Trainer, TrainConfig, config_from_run, load_run_file, train
+from lib.train.batches import EpochBatches, load_train_data, make_loader
+from lib.train.step import margin_stuck_warning
+from lib.store.run_folder import RunFolder
 from tests.train_cases import TINY_MODEL, tiny_config, tiny_run
 
 

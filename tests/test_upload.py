@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
-from lib import upload
-from lib.checkpoint import save_checkpoint
-from lib.losses import build_loss
-from lib.net import FaceNet
-from lib.presets import PRESETS
+from lib.store import upload
+from lib.store.checkpoint import save_checkpoint
+from lib.losses.registry import build_loss
+from lib.model.net import FaceNet
+from lib.model.presets import PRESETS
 
 
 def small_spec(width: int = 8):

@@ -1,7 +1,7 @@
 """Tiny runs shared by the training tests: a small net on a few LFW-64 identities."""
 from __future__ import annotations
 
-from lib.train import TrainConfig, config_from_run
+from lib.train.engine import TrainConfig, config_from_run
 
 TINY_MODEL = {
     "name": "tiny_face",

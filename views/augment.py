@@ -6,10 +6,11 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from lib import augment
-from lib import augment_lab as lab
-from lib.augment_registry import BATCH_MIXES, TRANSFORMS
-from lib.data import channel_stats, check_dataset, load_pairs, load_split
+from lib.data import advice, augment
+from lib.ui import augment_lab as lab
+from lib.data.transforms import BATCH_MIXES, TRANSFORMS
+from lib.data.datasets import channel_stats, load_pairs, load_split
+from lib.data.report import check_dataset
 from views.common import PIPELINE_KEY, data_root, show_error
 
 NAMES_KEY, DRAFT_KEY = "augment.names", "augment.draft"  # the draft survives visits to other pages
@@ -129,7 +130,7 @@ with left:
     if st.session_state.get(PIPELINE_KEY) == steps:
         st.success(f"Training will use: {lab.pipeline_summary(steps)}. Open **Train** to launch a job.")
     with st.expander("Export"):
-        code = augment.pipeline_code(steps, (height, width), mean, std)
+        code = advice.pipeline_code(steps, (height, width), mean, std)
         st.download_button("Pipeline JSON", augment.pipeline_to_json(steps), "pipeline.json", key="augment.dl_json")
         st.download_button("Python code", code, "transforms.py", key="augment.dl_code")
         st.code(code, language="python")
@@ -146,7 +147,7 @@ with right:
                                         help="Same seed, same pictures; change it for new random samples."))
     picked = lab.pick_images(train, count, seed, identity)
     names = [train.classes[int(train.labels[i])] for i in picked]
-    for warning in augment.pipeline_warnings(steps, (height, width)):
+    for warning in advice.pipeline_warnings(steps, (height, width)):
         st.warning(str(warning), icon=":material/school:")
     tabs = st.tabs(["Preview", "Step by step", "MixUp / CutMix", "Normalize", "Data check"])
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from lib import config
+from lib.base import config
 
 DATA_ROOT_KEY = "facelab.data_root"
 USER_KEY = "facelab.user"

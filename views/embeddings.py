@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib import explore_figures as figs
-from lib import explore_metrics, projection
-from lib.explore import unit
+from lib.ui import explore_figures as figs
+from lib.explore import metrics as explore_metrics
+from lib.eval import projection
+from lib.explore.models import unit
 from views import explore_state as state
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson

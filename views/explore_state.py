@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from lib import config, explore, explore_metrics
-from lib.checkpoint import MODEL_FILE, list_checkpoints
+from lib.base import config
+from lib.explore import models as explore
+from lib.explore import metrics as explore_metrics
+from lib.store.checkpoint import MODEL_FILE, list_checkpoints
 
 
 def mtime(folder: str) -> float:
@@ -36,7 +38,7 @@ def images(root: str, kind: str) -> explore.ImageChoice:
 
 
 def embeddings(folder: str, modified: float, label: str, root: str, kind: str, progress=None) -> np.ndarray:
-    """Not st.cache_data: lib.explore keeps them in memory and on disk, and computing them
+    """Not st.cache_data: lib.explore.models keeps them in memory and on disk, and computing them
     reports progress to the page (a cached function could not replay that)."""
     chosen = images(root, kind)
     return explore.cached_embeddings(load(folder, modified, label), chosen.images, progress, chosen.fingerprint)
@@ -44,7 +46,7 @@ def embeddings(folder: str, modified: float, label: str, root: str, kind: str, p
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def pair_data(root: str) -> tuple[np.ndarray, np.ndarray]:
-    from lib.data import load_pairs
+    from lib.data.datasets import load_pairs
     pairs = load_pairs(root)
     return pairs.pairs.numpy(), pairs.labels.numpy()
 

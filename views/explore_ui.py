@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib.explore_text import lesson
+from lib.ui.explore_text import lesson
 
 
 def show_lesson(number: int, expanded: bool = True) -> None:

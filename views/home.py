@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib.home import demo_summary, face_strip, workflow_steps
+from lib.ui.home import demo_summary, face_strip, workflow_steps
 from views.common import data_root
 
 FACES = 8  # one row of faces across the page

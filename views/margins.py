@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import streamlit as st
 
-from lib import explore_margins as geo
-from lib import margin_toy
-from lib.losses import LOSSES
+from lib.explore import margins as geo
+from lib.explore import margin_toy
+from lib.losses.registry import LOSSES
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib import jobs, runs
-from lib.run_plots import accuracy_vs_macs, overlay, run_curves
+from lib.jobs import queue as jobs
+from lib.store import runs
+from lib.ui.run_plots import accuracy_vs_macs, overlay, run_curves
 from views.common import runs_dir, show_error
 
 REFRESH_S = 2.0

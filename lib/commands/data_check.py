@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from lib.data import DataReport, check_dataset
+from lib.data.report import DataReport, check_dataset
 
 
 def add_arguments(parser) -> None:

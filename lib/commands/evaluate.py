@@ -36,7 +36,7 @@ def format_report(report) -> str:
 
 
 def run(args) -> int:
-    from lib.train_eval import evaluate_checkpoint
+    from lib.train.evaluation import evaluate_checkpoint
     try:
         report = evaluate_checkpoint(args.checkpoint, args.data, args.pairs, flip=args.flip, device=args.device)
     except ValueError as err:

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lib.codegen import to_source
+    from lib.model.codegen import to_source
     try:
         source = to_source(load_spec(args))
     except ValueError as err:

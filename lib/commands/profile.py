@@ -11,7 +11,7 @@ import json
 import sys
 from dataclasses import replace
 
-from lib.profile import Profile, human, profile, shape_text
+from lib.model.profile import Profile, human, profile, shape_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_spec(args: argparse.Namespace):
     """The spec named on the command line, with --input-size / --num-classes applied."""
-    from lib.presets import resolve_spec
+    from lib.model.presets import resolve_spec
     spec = resolve_spec(args.model)
     if getattr(args, "input_size", None) is not None:
         spec = replace(spec, input_size=args.input_size)

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from lib import config as paths
+from lib.base import config as paths
 
 # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other jobs, spinning
 # threads burn the cores the other threads of this run are waiting for. Set before torch loads.
@@ -69,7 +69,7 @@ def print_event(event: dict) -> None:
 
 
 def _load_config(args, out: Path | None):
-    from lib.train import TrainConfig, load_run_file
+    from lib.train.engine import TrainConfig, load_run_file
     if args.run_file:
         return load_run_file(args.run_file)
     if args.resume and out is not None and (out / "config.json").is_file():
@@ -83,7 +83,7 @@ def _default_out(name: str) -> Path:
 
 
 def run(args) -> int:
-    from lib.train import fail, train
+    from lib.train.engine import fail, train
     out = Path(args.out) if args.out else None
     if args.resume and out is None:
         print("error: --resume needs --out DIR (the run folder to continue)", file=sys.stderr)
@@ -107,7 +107,7 @@ def run(args) -> int:
 
 def publish(out: Path, target: Path, run_file: str | None, summary: dict) -> None:
     """Copy the run's best checkpoint, recording how it was made and what the run cost."""
-    from lib.checkpoint import publish_checkpoint
+    from lib.store.checkpoint import publish_checkpoint
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     extra = {"recipe": str(run_file) if run_file else "", "run_wall_s": round(summary["elapsed_s"], 1),
              "run_epochs": summary["epoch"], "machine": {"cpus": os.cpu_count(), "load_average_1min_at_end": load}}

@@ -1,0 +1,136 @@
+"""Atomic files and folders: the one place that writes a file so that a crash (or a full
+disk) leaves either the old version or the new one, never half of one.
+
+A file is written to a temporary name in the same folder, flushed to disk, then renamed
+over its target (rename is atomic within one file system). A folder is staged beside its
+target and swapped in with two renames; ``recover_folder`` undoes a swap cut short.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private (0600/0700) entries; finished files get the usual permissions.
+_FILE_MODE = 0o666 & ~_current_umask()
+_DIR_MODE = 0o777 & ~_current_umask()
+
+
+
+
+def _temp_beside(path: Path, suffix: str = ".tmp") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    os.chmod(name, _FILE_MODE)
+    return Path(name)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file in the same folder, then rename it over ``path``."""
+    path = Path(path)
+    temp = _temp_beside(path)
+    try:
+        temp.write_text(text, encoding="utf-8")
+        fsync_file(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: str | os.PathLike, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    path = Path(path)
+    temp = _temp_beside(path)
+    try:
+        # Through a Python file: a full disk then surfaces as OSError(ENOSPC) (torch's own
+        # writer only says "iostream error"), and the handle is closed before the unlink.
+        with temp.open("wb") as handle:
+            torch.save(obj, handle)
+        fsync_file(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def staging_folder(folder: Path) -> Path:
+    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    os.chmod(staged, _DIR_MODE)
+    return staged
+
+
+def replace_folder(staged: Path, folder: Path) -> None:
+    """Move the finished ``staged`` folder to ``folder``, replacing what was there.
+
+    POSIX cannot rename a folder over a non-empty one, so the old folder is first
+    renamed aside; ``recover_folder`` puts it back if we die between the two renames."""
+    aside = folder.with_name(f".{folder.name}.old")
+    if aside.exists():
+        shutil.rmtree(aside)
+    if folder.exists():
+        os.replace(folder, aside)
+    os.replace(staged, folder)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_folder(folder: Path) -> None:
+    """If a replacement was interrupted after moving the old folder aside, restore it."""
+    aside = folder.with_name(f".{folder.name}.old")
+    if not folder.exists() and aside.is_dir():
+        os.replace(aside, folder)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` beside ``path`` and rename it over ``path``."""
+    path = Path(path)
+    temp = _temp_beside(path)
+    try:
+        temp.write_bytes(data)
+        fsync_file(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def atomic_save_npy(path: str | os.PathLike, values) -> None:
+    """A numpy array as .npy (never pickled), written beside ``path`` and renamed over it."""
+    import numpy as np
+
+    path = Path(path)
+    temp = _temp_beside(path)
+    try:
+        with temp.open("wb") as handle:
+            np.save(handle, values, allow_pickle=False)
+        fsync_file(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)

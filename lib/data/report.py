@@ -1,0 +1,196 @@
+"""The data check: counts, sizes and every problem of a data set in the HW2P2 layout.
+
+Built on lib/data/datasets.py's loaders, so the check sees exactly what training will
+see: a corrupt image the check lists is the one the loader skips.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import statistics
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lib.data.datasets import SPLITS, decode_file, list_images, load_pairs, load_split
+
+PAIRS_FILES = ("val_pairs.txt", "test_pairs.txt")
+LISTED = 5  # how many names a summary message spells out before "... and N more"
+_LOCK = threading.Lock()
+_REPORTS: dict[tuple, DataReport] = {}
+
+
+
+@dataclass
+class DataReport:
+    """What ``check_dataset`` found. ``errors`` lists every problem; ``fatal`` the ones that make the
+    data set unusable for training and verification (``usable`` is False when there is any)."""
+
+    root: str
+    classes: int = 0
+    train_images: int = 0
+    dev_images: int = 0
+    ver_images: int = 0
+    pairs: int = 0
+    same_pairs: int = 0
+    different_pairs: int = 0
+    test_pairs: int | None = None  # None: no test_pairs.txt
+    images_per_class: dict[str, float] = field(default_factory=dict)  # min / median / max over train identities
+    train_counts: dict[str, int] = field(default_factory=dict)  # identity -> train images
+    dev_counts: dict[str, int] = field(default_factory=dict)
+    image_sizes: dict[str, int] = field(default_factory=dict)  # "HxW" -> images on disk, all parts
+    dev_missing_in_train: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    fatal: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not self.fatal
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["usable"] = self.usable
+        return out
+
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(items[:LISTED])
+    return shown + (f" ... and {len(items) - LISTED} more" if len(items) > LISTED else "")
+
+
+def _problem(report: DataReport, message: str, fatal: bool = False) -> None:
+    report.errors.append(message)
+    if fatal:
+        report.fatal.append(message)
+
+
+def _add_corrupt(report: DataReport, paths: list[str]) -> None:
+    for path in paths:
+        if path not in report.corrupt:
+            report.corrupt.append(path)
+            _problem(report, f"{path}: not a decodable image (skipped)")
+
+
+def _add_sizes(report: DataReport, sizes: dict[str, int]) -> None:
+    for size, count in sizes.items():
+        report.image_sizes[size] = report.image_sizes.get(size, 0) + count
+
+
+def _check_split(root: Path, split: str, report: DataReport) -> None:
+    try:
+        images = load_split(root, split)
+    except ValueError as error:
+        _problem(report, str(error), fatal=True)
+        return
+    _add_corrupt(report, images.corrupt)
+    _add_sizes(report, images.sizes)
+    if images.resized:
+        height, width = images.image_size
+        _problem(report, f"cls_data/{split}: {len(images.resized)} images are not {height}x{width} "
+                         f"(resized on load): {_names(images.resized)}")
+    counts = Counter(images.labels.tolist())
+    per_class = {name: counts.get(index, 0) for index, name in enumerate(images.classes)}
+    if split == "train":
+        report.classes = len(images.classes)
+        report.train_images = len(images)
+        report.train_counts = per_class
+        values = sorted(per_class.values()) or [0]
+        report.images_per_class = {"min": values[0], "median": float(statistics.median(values)), "max": values[-1]}
+        if report.classes < 2:
+            _problem(report, f"cls_data/train: {report.classes} identities; classification needs at least 2", True)
+    else:
+        report.dev_images = len(images)
+        report.dev_counts = {name: n for name, n in per_class.items() if n}
+        report.dev_missing_in_train = images.unknown_classes
+        if images.unknown_classes:
+            count = len(images.unknown_classes)
+            _problem(report, f"cls_data/dev: {count} {'identity is' if count == 1 else 'identities are'} not in "
+                             f"train, so without a class (images skipped): {_names(images.unknown_classes)}")
+        if not len(images):
+            _problem(report, "cls_data/dev: no usable image; dev accuracy cannot be measured", fatal=True)
+
+
+def _check_ver_folder(root: Path, report: DataReport) -> None:
+    folder = root / "ver_data"
+    if not folder.is_dir():
+        _problem(report, f"{root}: no folder ver_data (verification images)", fatal=True)
+        return
+    sizes, corrupt = Counter(), []
+    for entry in list_images(folder):
+        image = decode_file(Path(entry.path))
+        if image is None:
+            corrupt.append(f"ver_data/{entry.name}")
+        else:
+            sizes[f"{image.shape[-2]}x{image.shape[-1]}"] += 1
+    report.ver_images = sum(sizes.values())
+    _add_corrupt(report, corrupt)
+    _add_sizes(report, dict(sizes))
+
+
+def _check_pairs(root: Path, name: str, report: DataReport) -> None:
+    required = name == "val_pairs.txt"
+    if not (root / name).is_file():
+        if required:
+            _problem(report, f"{root}: no {name} (verification pairs)", fatal=True)
+        return
+    try:
+        pairs = load_pairs(root, name)
+    except ValueError as error:
+        _problem(report, str(error), fatal=required)
+        return
+    for message in pairs.problems:
+        _problem(report, f"{name} {message}")
+    _add_corrupt(report, pairs.corrupt)
+    labels = pairs.labels.tolist()
+    if not required:
+        report.test_pairs = len(labels)
+        return
+    report.pairs = len(labels)
+    report.same_pairs = labels.count(1)
+    report.different_pairs = labels.count(0)
+    unlabeled = [line for line, label in zip(pairs.lines, labels) if label < 0]
+    if unlabeled:
+        lines = _names([str(n) for n in unlabeled])
+        _problem(report, f"{name}: {len(unlabeled)} pairs have no 1/0 label (lines {lines})")
+    if not report.same_pairs or not report.different_pairs:
+        _problem(report, f"{name}: needs both same (1) and different (0) pairs to measure verification", fatal=True)
+
+
+def _fingerprint(root: Path) -> tuple:
+    """Names, sizes and modification times of every file the check reads: any change on disk changes it."""
+    entries = []
+    folders = [root / "ver_data", root] + [identity for split in SPLITS
+                                           if (root / "cls_data" / split).is_dir()
+                                           for identity in sorted((root / "cls_data" / split).iterdir())]
+    for folder in folders:
+        if folder.is_dir():
+            with os.scandir(folder) as scan:
+                entries += sorted((e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in scan if e.is_file())
+    return tuple(entries)
+
+
+def check_dataset(root: str | os.PathLike) -> DataReport:
+    """The report, recomputed only when a file of the data set changed (the UI asks on every rerun)."""
+    root = Path(root).expanduser().resolve()
+    key = (str(root), hash(_fingerprint(root)) if root.is_dir() else None)
+    with _LOCK:
+        if key not in _REPORTS:
+            _REPORTS.clear()  # one report is enough: the page shows one data set at a time
+            _REPORTS[key] = _build(root)
+        return copy.deepcopy(_REPORTS[key])
+
+
+def _build(root: Path) -> DataReport:
+    report = DataReport(root=str(root))
+    if not root.is_dir():
+        _problem(report, f"{root}: folder not found", fatal=True)
+        return report
+    for split in SPLITS:
+        _check_split(root, split, report)
+    _check_ver_folder(root, report)
+    for name in PAIRS_FILES:
+        _check_pairs(root, name, report)
+    return report

@@ -1,0 +1,104 @@
+"""The numbers the Embeddings page compares side by side: verification (ROC, AUC, EER,
+TPR@FPR, 10-fold accuracy), dev top-1, angles, and TAR/FAR with the errors at a threshold."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.eval.metrics import VerificationResult, geometry, topk_accuracy, verification_metrics
+from lib.explore.models import ExploreModel, ImageChoice, class_scores, unit
+
+
+@dataclass
+class VerificationView:
+    scores: np.ndarray       # [P] cosine similarity of each labeled pair
+    labels: np.ndarray       # [P] 1 same, 0 different
+    pairs: np.ndarray        # [P, 2] image indices of the verification images
+    result: VerificationResult
+
+
+def verification_view(raw: np.ndarray, pairs: np.ndarray, labels: np.ndarray) -> VerificationView:
+    """Scores of the labeled pairs from the (raw) embeddings of the verification images."""
+    pairs, labels = np.asarray(pairs), np.asarray(labels)
+    keep = labels >= 0
+    pairs, labels = pairs[keep], labels[keep]
+    embeddings = unit(raw)
+    scores = np.sum(embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]], axis=1)
+    return VerificationView(scores, labels, pairs, verification_metrics(scores, labels))
+
+
+def dev_top1(explore_model: ExploreModel, choice: ImageChoice, raw: np.ndarray) -> float | None:
+    """Top-1 identification accuracy on dev images whose identity the model was trained on
+    (by name, so a model trained on a subset of the identities is scored on those); None if none."""
+    classes = explore_model.classes or (choice.names if explore_model.model.spec.num_classes == len(choice.names)
+                                        else [])
+    index = {name: i for i, name in enumerate(classes)}
+    keep = [i for i, label in enumerate(choice.labels) if choice.names[label] in index]
+    if not keep:
+        return None
+    targets = torch.tensor([index[choice.names[choice.labels[i]]] for i in keep])
+    scores = class_scores(explore_model, raw[keep])
+    return topk_accuracy(scores, targets, ks=(1,))[1]
+
+
+def angles(raw: np.ndarray, labels: np.ndarray) -> dict:
+    """Mean intra-class angle, nearest other class center, spread around the center (degrees)."""
+    result = geometry(unit(raw), labels)
+    return {key: result[key] for key in ("intra_class_angle", "nearest_class_angle",
+                                         "inter_class_angle", "mean_center_sample_angle")}
+
+
+ROWS = (
+    ("ROC AUC", "auc", "{:.4f}"), ("EER", "eer", "{:.2%}"), ("EER threshold (cosine)", "eer_threshold", "{:.3f}"),
+    ("TPR @ FPR = 1e-1", "tpr_at_fpr_1e-1", "{:.2%}"), ("TPR @ FPR = 1e-2", "tpr_at_fpr_1e-2", "{:.2%}"),
+    ("TPR @ FPR = 1e-3", "tpr_at_fpr_1e-3", "{:.2%}"), ("10-fold accuracy", "kfold", "{}"),
+    ("dev top-1 (closed set)", "dev_top1", "{:.2%}"),
+    ("angle within an identity (deg)", "intra_class_angle", "{:.1f}"),
+    ("angle to the nearest other identity (deg)", "nearest_class_angle", "{:.1f}"),
+)
+
+
+def metrics_row(view: VerificationView, top1: float | None, angle: dict) -> dict:
+    values = view.result.summary()
+    values["kfold"] = f"{view.result.kfold_mean:.2%} +- {view.result.kfold_std:.2%}"
+    values["dev_top1"] = top1
+    values.update(angle)
+    return values
+
+
+def metrics_table(rows: dict[str, dict]) -> pd.DataFrame:
+    """One column per checkpoint, one row per metric, formatted for reading."""
+    table = {"metric": [title for title, _, _ in ROWS]}
+    for label, values in rows.items():
+        column = []
+        for _, key, fmt in ROWS:
+            value = values.get(key)
+            is_number = isinstance(value, (int, float, np.floating))
+            column.append("n/a" if value is None or (is_number and not np.isfinite(value)) else fmt.format(value))
+        table[label] = column
+    return pd.DataFrame(table)
+
+
+def rates_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Accept a pair when its cosine is >= threshold: TAR (same pairs accepted), FAR
+    (different pairs accepted), FRR = 1 - TAR, accuracy."""
+    accept = np.asarray(scores) >= threshold
+    same, different = labels == 1, labels == 0
+    tar = float(accept[same].mean()) if same.any() else float("nan")
+    far = float(accept[different].mean()) if different.any() else float("nan")
+    accuracy = float((accept == (labels == 1)).mean())
+    return {"TAR": tar, "FAR": far, "FRR": 1.0 - tar, "accuracy": accuracy}
+
+
+def errors_at(scores: np.ndarray, labels: np.ndarray, threshold: float, limit: int = 8) -> tuple[list, list]:
+    """(false accepts: different pairs at or above the threshold, most confident first;
+    false rejects: same pairs below it, lowest score first) as lists of pair indices."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    false_accepts = np.flatnonzero((labels == 0) & (scores >= threshold))
+    false_rejects = np.flatnonzero((labels == 1) & (scores < threshold))
+    false_accepts = false_accepts[np.argsort(-scores[false_accepts], kind="stable")][:limit]
+    false_rejects = false_rejects[np.argsort(scores[false_rejects], kind="stable")][:limit]
+    return false_accepts.tolist(), false_rejects.tolist()

@@ -1,0 +1,291 @@
+"""What the Explore pages compute: checkpoints opened for exploring, the images to
+embed, embeddings cached on disk, and the numbers compared side by side.
+
+Embedding 1,549 verification images takes a CPU tens of seconds per model, so
+embeddings are cached in ``.cache/embeddings`` keyed by the *content* of the
+weights and of the images: a retrained checkpoint or a changed data set is
+embedded again, anything else is read back in milliseconds (across sessions and
+restarts).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lib.base import config
+from lib.base.files import atomic_save_npy
+from lib.store.checkpoint import MODEL_FILE, load_checkpoint
+from lib.base.threads import one_thread
+from lib.losses.registry import LOSSES
+from lib.losses.margins import MarginHead
+from lib.model.net import FaceNet
+
+CACHE_ENV = "FACELAB_CACHE_DIR"
+DEMO_NAMES = ("demo-ce", "demo-arcface", "demo-cosface", "demo-sphereface")
+EMBED_BATCH = 128
+_MEMORY: OrderedDict[str, np.ndarray] = OrderedDict()
+_MEMORY_LOCK = threading.Lock()
+_MEMORY_ENTRIES = 48
+_NAME_NUMBER = re.compile(r"^(?P<name>.+)_\d{4}$")
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get(CACHE_ENV, "").strip()
+    return Path(configured).expanduser() if configured else config.PROJECT_ROOT / ".cache" / "embeddings"
+
+
+# ----------------------------------------------------------------------------- models
+
+@dataclass
+class ExploreModel:
+    """A checkpoint ready to explore: its model, how to normalize its input, its class scores."""
+    label: str
+    folder: Path
+    model: FaceNet
+    meta: dict
+    mean: tuple
+    std: tuple
+    class_weights: torch.Tensor | None  # a margin head's [classes, D] weights; None: the model's classifier
+    fingerprint: str                    # hash of the weights file (cache key)
+
+    @property
+    def loss(self) -> str:
+        return str(self.meta.get("loss", "ce"))
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes") or [])
+
+
+def margin_class_weights(meta: dict, loss_state: dict) -> torch.Tensor | None:
+    """A margin-loss model decides classes with its loss head's normalized weights (saved in
+    loss.safetensors), not with its own never-trained classifier."""
+    info = LOSSES.get(str(meta.get("loss", "ce")))
+    if info is None or not issubclass(info.cls, MarginHead):
+        return None
+    weight = loss_state.get("weight")
+    return weight.float() if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
+
+
+def normalization(meta: dict) -> tuple[tuple, tuple]:
+    normalize = meta.get("normalize") or {}
+    mean, std = normalize.get("mean"), normalize.get("std")
+    if mean and std:
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    from lib.data.datasets import channel_stats  # old checkpoints: the embedded data's statistics
+    return channel_stats(config.EMBEDDED_DATA)
+
+
+def file_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def open_model(folder, label: str | None = None) -> ExploreModel:
+    """Load a checkpoint folder for exploring; ValueError (from lib.store.checkpoint) if it is unusable."""
+    folder = Path(folder)
+    loaded = load_checkpoint(folder)
+    mean, std = normalization(loaded.meta)
+    return ExploreModel(label or folder.name, folder, loaded.model, loaded.meta, mean, std,
+                        margin_class_weights(loaded.meta, loaded.loss_state), file_fingerprint(folder / MODEL_FILE))
+
+
+def load_model(folder) -> tuple[FaceNet, tuple, tuple, torch.Tensor | None]:
+    """(model, mean, std, class_weights): what lib.eval.saliency needs."""
+    opened = open_model(folder)
+    return opened.model, opened.mean, opened.std, opened.class_weights
+
+
+def demo_checkpoints() -> list[tuple[str, Path]]:
+    """The shipped demo checkpoints that are present, in the order CE, ArcFace, CosFace, SphereFace."""
+    folders = [(name, config.CHECKPOINTS_DIR / name) for name in DEMO_NAMES]
+    return [(name, folder) for name, folder in folders if (folder / MODEL_FILE).is_file()]
+
+
+def run_users(runs_dir: Path) -> dict[str, str]:
+    """job id -> who launched it, read-only from the runs folder's job registry (none: {})."""
+    from lib.jobs.queue import DB_NAME
+    path = Path(runs_dir) / DB_NAME
+    if not path.is_file():
+        return {}
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            return {str(i): str(u) for i, u in conn.execute("SELECT id, user FROM jobs")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}  # a busy or damaged registry only costs the user in the label
+
+
+def _run_name(run_dir: Path) -> str:
+    for file in ("config.json", "run.json"):
+        try:
+            name = json.loads((run_dir / file).read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    return run_dir.name
+
+
+def short_labels(found: list[tuple[str, Path]], runs_dir: Path) -> dict[str, str]:
+    """label -> folder with labels short enough for a tag or a panel title: a demo keeps its
+    name ("demo-ce"); a run's best checkpoint is "<run name> (<user>)", plus the end of the run's
+    id when one user ran the same name twice."""
+    users = run_users(runs_dir)
+    labels: dict[str, str] = {}
+    for label, folder in found:
+        folder = Path(folder)
+        if folder.name == "best":
+            run_dir = folder.parent
+            user = users.get(run_dir.name, "")
+            label = _run_name(run_dir) + (f" ({user})" if user else "")
+            if label in labels:
+                label = f"{label} {run_dir.name[-4:]}"
+            if label in labels:
+                label = f"{label} {run_dir.name}"
+        labels[label] = str(folder)
+    return labels
+
+
+# ----------------------------------------------------------------------------- images
+
+@dataclass
+class ImageChoice:
+    """Images to embed and draw: the dev split (closed set) or the verification images (open set)."""
+    kind: str                # "dev" | "verification"
+    images: torch.Tensor     # uint8 [N, C, H, W]
+    labels: np.ndarray       # [N] index into names
+    names: list[str]
+    paths: list[str]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return images_fingerprint(self.images)
+
+    def top_identities(self, count: int) -> list[int]:
+        """The ``count`` identities with the most images here (ties by name)."""
+        counts = np.bincount(self.labels, minlength=len(self.names))
+        order = sorted(range(len(self.names)), key=lambda c: (-int(counts[c]), self.names[c]))
+        return [c for c in order[:count] if counts[c] > 0]
+
+
+def identity_of(path: str) -> str:
+    """"ver_data/Abdullah_Gul_0013.jpg" -> "Abdullah_Gul" (LFW names); other names: the file stem."""
+    stem = Path(path).stem
+    match = _NAME_NUMBER.match(stem)
+    return match.group("name") if match else stem
+
+
+def image_choice(root, kind: str) -> ImageChoice:
+    from lib.data.datasets import load_pairs, load_split
+
+    if kind == "dev":
+        split = load_split(root, "dev")
+        return ImageChoice("dev", split.images, split.labels.numpy(), list(split.classes), list(split.paths))
+    if kind == "verification":
+        pairs = load_pairs(root)
+        identities = [identity_of(p) for p in pairs.paths]
+        names = sorted(set(identities))
+        index = {name: i for i, name in enumerate(names)}
+        labels = np.array([index[n] for n in identities], dtype=np.int64)
+        return ImageChoice("verification", pairs.images, labels, names, list(pairs.paths))
+    raise ValueError(f"images: choose 'dev' or 'verification', got {kind!r}")
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+def images_fingerprint(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:32]
+
+
+def raw_embeddings(model: FaceNet, images: torch.Tensor, mean, std,
+                   progress: Callable[[float], None] | None = None) -> np.ndarray:
+    """Unnormalized embeddings [N, D] (eval mode, no gradients), reporting progress in [0, 1]."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    model.eval()
+    chunks = []
+    with torch.inference_mode(), one_thread():
+        for start in range(0, len(images), EMBED_BATCH):
+            batch = (images[start:start + EMBED_BATCH].float() / 255.0 - mean_t) / std_t
+            chunks.append(model.embed(batch).float().numpy())
+            if progress:
+                progress(min(1.0, (start + EMBED_BATCH) / len(images)))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def cached_embeddings(explore_model: ExploreModel, images: torch.Tensor,
+                      progress: Callable[[float], None] | None = None, images_key: str | None = None) -> np.ndarray:
+    """raw_embeddings, from memory, else the disk cache, else computed (keyed by weights and pixels;
+    ``images_key`` saves hashing the pixels again when the caller knows their fingerprint)."""
+    key = hashlib.sha256(f"{explore_model.fingerprint}|{images_key or images_fingerprint(images)}|"
+                         f"{explore_model.mean}|{explore_model.std}".encode()).hexdigest()[:40]
+    with _MEMORY_LOCK:
+        if key in _MEMORY:
+            _MEMORY.move_to_end(key)
+            return _MEMORY[key]
+    values = _read_cache(cache_dir() / f"{key}.npy", len(images))
+    if values is None:
+        values = raw_embeddings(explore_model.model, images, explore_model.mean, explore_model.std, progress)
+        _save_atomic(cache_dir() / f"{key}.npy", values)
+    values.setflags(write=False)  # shared between sessions
+    with _MEMORY_LOCK:
+        _MEMORY[key] = values
+        while len(_MEMORY) > _MEMORY_ENTRIES:
+            _MEMORY.popitem(last=False)
+    return values
+
+
+def _read_cache(path: Path, rows: int) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        cached = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None  # a damaged cache file is recomputed
+    return cached if cached.ndim == 2 and cached.shape[0] == rows else None
+
+
+def clear_memory() -> None:
+    with _MEMORY_LOCK:
+        _MEMORY.clear()
+
+
+def _save_atomic(path: Path, values: np.ndarray) -> None:
+    try:
+        atomic_save_npy(path, values)
+    except OSError:
+        pass  # a read-only or full disk only costs the cache, never the result
+
+
+def unit(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (as torch's F.normalize: a zero row stays zero)."""
+    values = np.asarray(embeddings, dtype=np.float32)
+    return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+
+
+def class_scores(explore_model: ExploreModel, raw: np.ndarray) -> torch.Tensor:
+    """Identification scores [N, classes]: the margin head's cosines or the classifier's logits."""
+    embeddings = torch.as_tensor(raw, dtype=torch.float32)
+    if explore_model.class_weights is not None:
+        return F.normalize(embeddings, dim=1) @ F.normalize(explore_model.class_weights, dim=1).t()
+    with torch.inference_mode():
+        return explore_model.model.classifier(embeddings)

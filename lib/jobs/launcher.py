@@ -1,0 +1,175 @@
+"""The processes behind training jobs: launching one in its own session, telling
+whether it still runs, signalling it, choosing its device, and reading how it
+ended (exit code plus the engine's progress.json).
+
+Linux's /proc gives a process's state and start time: a finished child that
+nobody has reaped yet is a zombie that still "exists", and a pid can be reused
+by an unrelated process later, so a pid alone does not prove a job is alive.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from lib.base import config
+from lib.store import runs
+
+FORCED = 2  # a job's cancel_requested after a forced stop (SIGKILL)
+
+# Popen objects of the jobs this process started, by pid: polling them gives the
+# exact exit code and reaps the child.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+_CHILDREN_LOCK = threading.Lock()
+
+
+def gpu_ids() -> list[str]:
+    """The GPUs jobs may use, without importing torch: CUDA_VISIBLE_DEVICES when set,
+    else the NVIDIA device files. Each running job gets one of them."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [part.strip() for part in visible.split(",") if part.strip() and part.strip() != "-1"]
+    return sorted((p.name[len("nvidia"):] for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of a process (to tell it from a later one reusing the pid);
+    None where /proc is not available."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_state(pid: int | None, pid_start: str | None) -> tuple[bool, int | None]:
+    """(alive, exit code if known) of a job's process."""
+    if not pid:
+        return False, None
+    with _CHILDREN_LOCK:
+        child = _CHILDREN.get(pid)
+        if child is not None:
+            code = child.poll()
+            if code is None:
+                return True, None
+            del _CHILDREN[pid]
+            return False, code
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False, None
+    except OSError:  # no /proc: ask the kernel whether the pid exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False, None
+        except PermissionError:
+            pass
+        return True, None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z" or (pid_start is not None and fields[19] != pid_start):
+        return False, None  # a zombie, or the pid now belongs to another process
+    return True, None
+
+
+def pick_device(busy: list[str | None]) -> str:
+    """The least busy GPU, or the CPU on a machine without one."""
+    gpus = gpu_ids()
+    if not gpus:
+        return "cpu"
+    return min((f"cuda:{gpu}" for gpu in gpus), key=lambda device: busy.count(device))
+
+
+def has_resume_state(run_dir: Path) -> bool:
+    """The engine saved a resume state (after an epoch, a cancel, or every few minutes)."""
+    return any((run_dir / "resume").glob("*.pt"))
+
+
+def train_command(job) -> list[str]:
+    command = [sys.executable, "-m", "lib", "train", str(job.run_dir / "run.json"), "--out", str(job.run_dir)]
+    if job.resume and has_resume_state(job.run_dir):
+        command.append("--resume")
+    return command
+
+
+def launch(job, device: str) -> subprocess.Popen:
+    command = train_command(job)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if device.startswith("cuda:"):
+        env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    with (job.run_dir / "log.txt").open("ab") as log:
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {device}: {' '.join(command[1:])}\n".encode())
+        log.flush()
+        # A session of its own: the job survives the app, and a forced stop reaches its workers too.
+        process = subprocess.Popen(command, cwd=config.PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with _CHILDREN_LOCK:
+        _CHILDREN[process.pid] = process
+    return process
+
+
+def stop(pid: int, force: bool = False) -> None:
+    """Graceful: SIGTERM to the training process alone (it stops its data-loader workers
+    itself after saving; signalling them too would crash the step it is finishing).
+    Forced: SIGKILL to the whole process group (it leads its own session)."""
+    try:
+        if force:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def reap_children() -> None:
+    """Poll every child this process started: a finished one is reaped at once (no
+    zombie) and keeps its exit code for `process_state`."""
+    with _CHILDREN_LOCK:
+        for child in _CHILDREN.values():
+            child.poll()
+
+
+def outcome(job, exit_code: int | None) -> tuple[str, str]:
+    """(final state, reason) of a job whose process has ended."""
+    progress = runs.read_progress(job.run_dir) or {}
+    fresh = _progress_is_fresh(job)
+    status = progress.get("status") if fresh else None
+    message = str(progress.get("message") or "").strip()
+    if status == "done" and exit_code in (0, None):
+        return "done", ""
+    if status == "cancelled":
+        return "cancelled", ""
+    if job.cancel_requested == FORCED:
+        return "cancelled", "stopped at once on request, without saving"
+    if job.cancel_requested:
+        return "cancelled", "stopped before it could save (it was still starting up)"
+    if status == "failed":
+        return "failed", message or "training reported a failure"
+    if exit_code == 0:
+        return "done", ""
+    return "failed", _crash_reason(exit_code)
+
+
+def _crash_reason(exit_code: int | None) -> str:
+    if exit_code == 2:
+        return "the run's settings were rejected (see the log below)"
+    if exit_code is not None and exit_code < 0:
+        name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else str(-exit_code)
+        hint = " (often: the machine ran out of memory)" if -exit_code == signal.SIGKILL else ""
+        return f"the training process was killed by {name}{hint}"
+    if exit_code is not None:
+        return f"the training process exited with code {exit_code} (see the log below)"
+    return "the training process stopped without reporting (killed, or the machine restarted)"
+
+
+def _progress_is_fresh(job) -> bool:
+    """progress.json written by this attempt, not left over from before a resume."""
+    try:
+        mtime = (job.run_dir / "progress.json").stat().st_mtime
+    except OSError:
+        return False
+    return job.started is None or mtime >= job.started - 1.0

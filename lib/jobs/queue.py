@@ -1,0 +1,366 @@
+"""Background training jobs: a registry that survives app restarts, and a queue.
+
+Each job is one subprocess, `python -m lib train runs/<id>/run.json --out
+runs/<id>`, started in its own session so it outlives the app that launched
+it; its stdout and stderr go to runs/<id>/log.txt. The registry is SQLite in
+runs/jobs.sqlite (WAL mode), shared by every browser session, thread and app
+process. Starting jobs happens inside a `BEGIN IMMEDIATE` transaction, which
+takes SQLite's write lock, so two sessions ticking at the same moment can
+never start more jobs than the limit.
+
+States: queued -> running -> done | failed | cancelled; a failed or cancelled
+job can be queued again with `resume` (the engine continues from its resume
+state). A job's final state comes from the process's exit code (when this
+process is its parent) and the engine's progress.json; a process that vanished
+without reporting (killed, machine restarted) is marked failed with its log's tail.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.base import config
+from lib.base.files import atomic_write_json
+from lib.jobs import launcher
+from lib.store import runs
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+MAX_JOBS_ENV = "FACELAB_MAX_JOBS"
+DB_NAME = "jobs.sqlite"
+FORCED = launcher.FORCED  # cancel_requested value of a forced stop (SIGKILL)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    user TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    pid INTEGER,
+    pid_start TEXT,
+    device TEXT,
+    resume INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    log_tail TEXT NOT NULL DEFAULT ''
+)
+"""
+
+
+class RunsFolderError(ValueError):
+    """The runs folder cannot be written (read-only, full disk): the user's to fix, not a bug."""
+
+
+_STORAGE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_STORAGE_SQLITE = ("unable to open database", "readonly database", "disk i/o error", "database or disk is full")
+
+
+def _storage_errors(method):
+    """A storage failure inside a JobQueue method becomes a RunsFolderError naming the folder
+    and the fix, so every page can show it instead of a traceback."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, sqlite3.OperationalError) as err:
+            if not (getattr(err, "errno", None) in _STORAGE_ERRNOS
+                    or any(text in str(err).lower() for text in _STORAGE_SQLITE)):
+                raise
+            raise RunsFolderError(_storage_message(Path(self.runs_dir), err)) from err
+    return wrapper
+
+
+def _storage_message(folder: Path, err: Exception) -> str:
+    existing = folder if folder.exists() else folder.parent
+    disk = os.statvfs(existing)
+    state = ("is read-only" if not os.access(existing, os.W_OK) else
+             "is on a full disk" if disk.f_bavail * disk.f_frsize < 2**20 else "cannot be written")
+    detail = getattr(err, "strerror", None) or str(err)
+    return (f"the runs folder {folder} {state} ({detail}): jobs cannot be launched or updated, and nothing in "
+            f"it was changed. Make it writable or free some space, or set {config.RUNS_DIR_ENV} to another folder.")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    name: str
+    user: str
+    state: str
+    created: float
+    started: float | None
+    ended: float | None
+    pid: int | None
+    pid_start: str | None
+    device: str | None
+    resume: int
+    attempts: int
+    cancel_requested: int
+    exit_code: int | None
+    reason: str
+    log_tail: str
+    run_dir: Path
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def can_resume(self) -> bool:
+        return self.state in ("failed", "cancelled")
+
+
+def default_max_jobs() -> int:
+    """FACELAB_MAX_JOBS if set, else one job per GPU, or one job on a CPU-only machine."""
+    configured = os.environ.get(MAX_JOBS_ENV, "").strip()
+    if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            raise ValueError(f"{MAX_JOBS_ENV}: expected a whole number >= 1, got {configured!r}")
+        return int(configured)
+    return max(1, len(launcher.gpu_ids()))
+
+
+def new_job_id(name: str) -> str:
+    """Sortable, readable and unique: 20250101-120000-my-run-3f2a."""
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:32] or "run"
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
+
+
+def validate_run(run: dict) -> dict:
+    """Check a run {"name", "model", "config"} the way the engine will (lib.train.config), so a
+    mistake is reported when it is submitted rather than as a failed job."""
+    from lib.train.config import config_from_run  # imports torch: only when submitting
+    if not isinstance(run, dict):
+        raise ValueError(f"run must be a JSON object, got {type(run).__name__}")
+    name = run.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name: expected a non-empty text, got {name!r}")
+    config_from_run(run)
+    return run
+
+
+class JobQueue:
+    """The job registry of one runs folder, and the queue that starts its jobs."""
+
+    @_storage_errors
+    def __init__(self, runs_dir: Path | None = None, max_running: int | None = None):
+        self.runs_dir = Path(runs_dir or config.runs_dir())
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.runs_dir / DB_NAME
+        self.max_running = max_running or default_max_jobs()
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_SCHEMA)
+        self.reap()  # jobs whose process died while no app was watching
+
+    # --- storage -----------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        # One short-lived connection per call: safe across Streamlit's threads.
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE takes the write lock at once, so read-decide-write is atomic
+        across every process using this runs folder."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def _job(self, row: sqlite3.Row) -> Job:
+        return Job(**dict(row), run_dir=self.run_dir(row["id"]))
+
+    def run_dir(self, job_id: str) -> Path:
+        return self.runs_dir / job_id
+
+    # --- queries -------------------------------------------------------------
+    @_storage_errors
+    def list_jobs(self) -> list[Job]:
+        """Every job, newest first."""
+        conn = self._connect()
+        try:
+            rows = conn.execute("SELECT * FROM jobs ORDER BY created DESC, id DESC").fetchall()
+        finally:
+            conn.close()
+        return [self._job(row) for row in rows]
+
+    @_storage_errors
+    def get(self, job_id: str) -> Job:
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        finally:
+            conn.close()
+        if row is None:
+            raise ValueError(f"job {job_id!r}: no such job in {self.db_path}")
+        return self._job(row)
+
+    def read_run(self, job_id: str) -> dict:
+        return runs.read_json(self.run_dir(job_id) / "run.json") or {}
+
+    # --- commands ------------------------------------------------------------
+    @_storage_errors
+    def submit(self, run: dict, user: str) -> str:
+        """Queue a run (validated, written to runs/<id>/run.json); `tick()` starts it."""
+        validate_run(run)
+        for _ in range(100):  # a class launching one recipe in the same second may draw an id twice
+            job_id = new_job_id(run["name"])
+            run_dir = self.run_dir(job_id)
+            try:
+                run_dir.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
+        try:
+            atomic_write_json(run_dir / "run.json", run)
+            with self._transaction() as conn:
+                conn.execute("INSERT INTO jobs (id, name, user, state, created) VALUES (?, ?, ?, 'queued', ?)",
+                             (job_id, run["name"].strip(), (user or "anonymous").strip(), time.time()))
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # no half-submitted job left behind
+            raise
+        return job_id
+
+    @_storage_errors
+    def tick(self) -> list[str]:
+        """Reap finished jobs, then start queued ones (oldest first) up to the limit.
+        Returns the ids started."""
+        started = []
+        with self._transaction() as conn:
+            self._reap(conn)
+            running = [self._job(r) for r in conn.execute("SELECT * FROM jobs WHERE state = 'running'")]
+            free = self.max_running - len(running)
+            if free <= 0:
+                return started
+            queued = conn.execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY created, id LIMIT ?",
+                                  (free,)).fetchall()
+            busy = [job.device for job in running]
+            for row in queued:
+                job = self._job(row)
+                device = launcher.pick_device(busy)
+                busy.append(device)
+                self._start(conn, job, device)
+                started.append(job.id)
+        return started
+
+    @_storage_errors
+    def reap(self) -> list[str]:
+        """Mark jobs whose process has ended as done, failed or cancelled; returns their ids."""
+        with self._transaction() as conn:
+            return self._reap(conn)
+
+    @_storage_errors
+    def cancel(self, job_id: str, force: bool = False) -> None:
+        """Queued: cancelled at once. Running: SIGTERM (the engine finishes its step, saves,
+        and stops), or SIGKILL with force=True; the state follows when the process exits."""
+        with self._transaction() as conn:
+            job = self._job(self._row(conn, job_id))
+            if job.state == "queued":
+                conn.execute("UPDATE jobs SET state = 'cancelled', ended = ?, reason = ? WHERE id = ?",
+                             (time.time(), "cancelled before it started", job_id))
+                return
+            if job.state != "running":
+                raise ValueError(f"job {job_id}: cannot cancel a job that is {job.state}")
+            conn.execute("UPDATE jobs SET cancel_requested = ? WHERE id = ?", (FORCED if force else 1, job_id))
+            alive, _ = launcher.process_state(job.pid, job.pid_start)
+            if alive:
+                launcher.stop(job.pid, force=force)
+
+    @_storage_errors
+    def resume(self, job_id: str) -> None:
+        """Queue a failed or cancelled job again; it continues from its saved state
+        (`--resume`) when it has one, else starts over."""
+        with self._transaction() as conn:
+            job = self._job(self._row(conn, job_id))
+            if not job.can_resume:
+                hint = " (start a new run to train longer)" if job.state == "done" else ""
+                raise ValueError(f"job {job_id}: cannot resume a job that is {job.state}{hint}")
+            conn.execute("UPDATE jobs SET state = 'queued', resume = 1, pid = NULL, pid_start = NULL, "
+                         "ended = NULL, exit_code = NULL, cancel_requested = 0, reason = '', log_tail = '' "
+                         "WHERE id = ?", (job_id,))
+
+    # --- internals -----------------------------------------------------------
+    @staticmethod
+    def _row(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise ValueError(f"job {job_id!r}: no such job")
+        return row
+
+    def _reap(self, conn: sqlite3.Connection) -> list[str]:
+        launcher.reap_children()
+        ended = []
+        for row in conn.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall():
+            job = self._job(row)
+            alive, exit_code = launcher.process_state(job.pid, job.pid_start)
+            if alive:
+                continue
+            state, reason = launcher.outcome(job, exit_code)
+            tail = runs.log_tail(job.run_dir) if state == "failed" else ""
+            conn.execute("UPDATE jobs SET state = ?, ended = ?, exit_code = ?, reason = ?, log_tail = ? "
+                         "WHERE id = ?", (state, time.time(), exit_code, reason, tail, job.id))
+            ended.append(job.id)
+        return ended
+
+    def _start(self, conn: sqlite3.Connection, job: Job, device: str) -> None:
+        try:
+            process = launcher.launch(job, device)
+        except OSError as err:
+            conn.execute("UPDATE jobs SET state = 'failed', ended = ?, reason = ? WHERE id = ?",
+                         (time.time(), f"could not start the training process: {err}", job.id))
+            return
+        conn.execute("UPDATE jobs SET state = 'running', started = ?, pid = ?, pid_start = ?, device = ?, "
+                     "attempts = attempts + 1 WHERE id = ?",
+                     (time.time(), process.pid, launcher.process_start(process.pid), device, job.id))
+
+
+_TICKERS: dict[Path, threading.Thread] = {}
+_TICKERS_LOCK = threading.Lock()
+
+
+def start_ticker(runs_dir: Path | None = None, interval_s: float = 3.0) -> None:
+    """Tick the queue of a runs folder every few seconds from a daemon thread (one per
+    folder and process), so queued jobs start and finished ones are reaped even when
+    no page is open."""
+    folder = Path(runs_dir or config.runs_dir()).resolve()
+    with _TICKERS_LOCK:
+        if folder in _TICKERS and _TICKERS[folder].is_alive():
+            return
+        thread = threading.Thread(target=_tick_forever, args=(folder, interval_s),
+                                  name=f"facelab-jobs-{folder.name}", daemon=True)
+        _TICKERS[folder] = thread
+        thread.start()
+
+
+def _tick_forever(folder: Path, interval_s: float) -> None:
+    while (folder / DB_NAME).exists():  # stop when the runs folder is removed
+        try:
+            JobQueue(folder).tick()
+        except (sqlite3.Error, OSError, ValueError):
+            pass  # busy database or a bad FACELAB_MAX_JOBS: try again next time
+        time.sleep(interval_s)

@@ -1,0 +1,99 @@
+"""FaceNet(spec): stem -> stages -> head conv -> pool -> embedding -> classifier.
+
+One module serves training, UMAP and Captum: ``embed(x)`` gives the embedding
+(what verification compares), ``forward(x)`` the logits of the plain
+classifier. Margin losses (lib/losses/registry.py) own their own class weights and use
+``embed``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lib.model.blocks import BLOCKS, LayerNorm2d, make_act
+from lib.model.spec import ModelSpec, StageSpec, embedding_dim, feature_chs, stage_in_chs
+
+
+def build_stem(spec: ModelSpec) -> nn.Sequential:
+    stem = spec.stem
+    if stem.kind == "patchify":
+        return nn.Sequential(nn.Conv2d(spec.in_chs, stem.out_chs, stem.kernel_size, stem.stride),
+                             LayerNorm2d(stem.out_chs))
+    layers = [nn.Conv2d(spec.in_chs, stem.out_chs, stem.kernel_size, stem.stride,
+                        padding=stem.kernel_size // 2, bias=False),
+              nn.BatchNorm2d(stem.out_chs), make_act(stem.act)]
+    if stem.pool:
+        layers.append(nn.MaxPool2d(3, 2, padding=1))
+    return nn.Sequential(*layers)
+
+
+def drop_path_rates(spec: ModelSpec) -> list[float]:
+    """Stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last."""
+    total = sum(stage.depth for stage in spec.stages)
+    if total <= 1:
+        return [0.0] * total
+    return [spec.drop_path_rate * i / (total - 1) for i in range(total)]
+
+
+def build_stage(stage: StageSpec, in_chs: int, rates: list[float]) -> nn.Sequential:
+    block_cls = BLOCKS[stage.block]
+    options = stage.block_options()
+    blocks = []
+    for index in range(stage.depth):
+        blocks.append(block_cls(in_chs if index == 0 else stage.out_chs, stage.out_chs,
+                                stage.stride if index == 0 else 1, drop_path=rates[index], **options))
+    return nn.Sequential(*blocks)
+
+
+class FaceNet(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        spec.validate()
+        self.spec = spec
+        self.stem = build_stem(spec)
+        rates = drop_path_rates(spec)
+        stages, start = [], 0
+        for stage, in_chs in zip(spec.stages, stage_in_chs(spec)):
+            stages.append(build_stage(stage, in_chs, rates[start:start + stage.depth]))
+            start += stage.depth
+        self.stages = nn.Sequential(*stages)
+        self.head_conv = self._build_head_conv(spec)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool_norm = nn.LayerNorm(feature_chs(spec), eps=1e-6) if spec.head.pool_norm == "layer" else nn.Identity()
+        self.embedding = self._build_embedding(spec)
+        self.dropout = nn.Dropout(spec.head.dropout)
+        self.classifier = nn.Linear(embedding_dim(spec), spec.num_classes)
+
+    @staticmethod
+    def _build_head_conv(spec: ModelSpec) -> nn.Module:
+        if not spec.head.conv_chs:
+            return nn.Identity()
+        in_chs = spec.stages[-1].out_chs if spec.stages else spec.stem.out_chs
+        return nn.Sequential(nn.Conv2d(in_chs, spec.head.conv_chs, 1, bias=False),
+                             nn.BatchNorm2d(spec.head.conv_chs), make_act(spec.head.conv_act))
+
+    @staticmethod
+    def _build_embedding(spec: ModelSpec) -> nn.Module:
+        if not spec.head.embedding_dim:
+            return nn.Identity()
+        return nn.Sequential(nn.Linear(feature_chs(spec), spec.head.embedding_dim, bias=False),
+                             nn.BatchNorm1d(spec.head.embedding_dim))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, before pooling (what GradCAM looks at)."""
+        return self.head_conv(self.stages(self.stem(x)))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The (unnormalized) embedding of each image."""
+        pooled = self.pool(self.features(x)).flatten(1)
+        return self.embedding(self.pool_norm(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.embed(x)))
+
+
+def count_params(spec: ModelSpec) -> int:
+    """Parameter count of the real module, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        model = FaceNet(spec)
+    return sum(p.numel() for p in model.parameters())

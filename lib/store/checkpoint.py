@@ -1,0 +1,226 @@
+"""Checkpoints: a folder with safetensors weights and a JSON description.
+
+    <folder>/model.safetensors   FaceNet state_dict (tensors only: nothing executes on load)
+    <folder>/loss.safetensors    optional: the loss module's own state (e.g. ArcFace class weights)
+    <folder>/meta.json           spec, training config, class names, metrics, normalization, versions
+
+A checkpoint folder is written beside its final place and renamed into it, so a
+crash leaves either the old checkpoint or the new one, never half of one. The
+same goes for single files (``atomic_write_text``, ``atomic_torch_save``).
+
+Weights saved from ``nn.DataParallel`` (or ``torch.compile``) carry a
+``module.`` (``_orig_mod.``) prefix on every name; ``load_weights_checked``
+strips it and then checks every tensor name and shape against the spec, so a
+mismatch is reported as a list of problems instead of a cryptic error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from lib.base import config
+from lib.base.files import fsync_file, json_default, recover_folder, replace_folder, staging_folder
+from lib.model.net import FaceNet
+from lib.model.spec import ModelSpec
+
+MODEL_FILE = "model.safetensors"
+LOSS_FILE = "loss.safetensors"
+META_FILE = "meta.json"
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
+_MAX_LISTED = 8  # problems listed by name before "... and N more"
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: FaceNet  # in eval mode, on the requested device
+    spec: ModelSpec
+    meta: dict
+    folder: Path
+    loss_state: dict[str, torch.Tensor] = field(default_factory=dict)  # empty when the loss owns nothing
+
+
+# ----------------------------------------------------------------------------- saving
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The FaceNet inside DataParallel / torch.compile wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def tensors_for_file(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A state_dict safetensors accepts: CPU, contiguous (channels_last is not), no shared storage."""
+    return {name: value.detach().to("cpu").contiguous().clone() for name, value in module.state_dict().items()}
+
+
+def library_versions() -> dict[str, str]:
+    import safetensors
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "safetensors": safetensors.__version__}
+
+
+def save_checkpoint(folder: str | os.PathLike, model: nn.Module, meta: dict,
+                    loss_module: nn.Module | None = None) -> Path:
+    """Write a checkpoint folder atomically. ``meta`` gets "spec" (from the model when absent),
+    "versions" and "created" filled in; returns the folder."""
+    folder = Path(folder)
+    net = unwrap(model)
+    meta = dict(meta)
+    if "spec" not in meta and isinstance(getattr(net, "spec", None), ModelSpec):
+        meta["spec"] = net.spec.to_dict()
+    meta.setdefault("versions", library_versions())
+    meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staged = staging_folder(folder)
+    try:
+        # Serialized here and written by Python, so a full disk raises OSError with its errno.
+        (staged / MODEL_FILE).write_bytes(save(tensors_for_file(net), metadata={"format": "pt"}))
+        loss_tensors = tensors_for_file(loss_module) if loss_module is not None else {}
+        if loss_tensors:
+            (staged / LOSS_FILE).write_bytes(save(loss_tensors, metadata={"format": "pt"}))
+        (staged / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default) + "\n", encoding="utf-8")
+        for file in staged.iterdir():
+            fsync_file(file)
+        replace_folder(staged, folder)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    return folder
+
+
+def publish_checkpoint(source: str | os.PathLike, target: str | os.PathLike, extra_meta: dict) -> Path:
+    """Copy checkpoint folder ``source`` to ``target`` (atomically), merging ``extra_meta`` into its meta."""
+    source, target = Path(source), Path(target)
+    meta = read_meta(source)
+    meta.update(extra_meta)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = staging_folder(target)
+    try:
+        for name in (MODEL_FILE, LOSS_FILE):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, staged / name)
+        (staged / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default) + "\n", encoding="utf-8")
+        replace_folder(staged, target)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    return target
+
+
+# ----------------------------------------------------------------------------- loading
+
+def strip_wrapper_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove a "module." / "_orig_mod." prefix that every key carries (possibly nested)."""
+    changed = True
+    while changed and state_dict:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(key.startswith(prefix) for key in state_dict):
+                state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+                changed = True
+    return state_dict
+
+
+def _listed(kind: str, names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    more = f" ... and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
+    return f"{len(names)} {kind}: {shown}{more}"
+
+
+def weight_problems(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> list[str]:
+    """Names missing or unexpected, and shapes that differ, in words."""
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    shapes = [f"{name} is {tuple(state_dict[name].shape)} in the file but {tuple(tensor.shape)} in the model"
+              for name, tensor in expected.items()
+              if name in state_dict and tuple(state_dict[name].shape) != tuple(tensor.shape)]
+    problems = []
+    if missing:
+        problems.append(_listed("tensors missing from the file", missing))
+    if unexpected:
+        problems.append(_listed("tensors the model does not have", unexpected))
+    if shapes:
+        problems.append(_listed("shape mismatches", shapes))
+    return problems
+
+
+def load_weights_checked(state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> FaceNet:
+    """A FaceNet built from ``spec`` holding ``state_dict``; ValueError listing every mismatch."""
+    state_dict = strip_wrapper_prefix(dict(state_dict))
+    model = FaceNet(spec)
+    problems = weight_problems(state_dict, model.state_dict())
+    if problems:
+        raise ValueError(f"weights do not fit the model {spec.name!r}: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def read_meta(folder: str | os.PathLike) -> dict:
+    folder = Path(folder)
+    recover_folder(folder)
+    file = folder / META_FILE
+    if not file.is_file():
+        raise ValueError(f"{folder}: not a checkpoint (no {META_FILE})")
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or "spec" not in meta:
+        raise ValueError(f"{file}: has no model spec ('spec')")
+    return meta
+
+
+def load_checkpoint(folder: str | os.PathLike, device: str = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model of a checkpoint folder (eval mode); ValueError if the folder is unusable."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    spec = ModelSpec.from_dict(meta["spec"]).validate()
+    weights = folder / MODEL_FILE
+    if not weights.is_file():
+        raise ValueError(f"{folder}: no {MODEL_FILE}")
+    try:
+        state_dict = load_file(str(weights))
+        loss_state = load_file(str(folder / LOSS_FILE)) if (folder / LOSS_FILE).is_file() else {}
+    except Exception as err:  # safetensors raises its own error type for damaged files
+        raise ValueError(f"{folder}: the weights cannot be read ({err})") from None
+    model = load_weights_checked(state_dict, spec).to(device).eval()
+    return LoadedCheckpoint(model=model, spec=spec, meta=meta, folder=folder, loss_state=loss_state)
+
+
+def is_checkpoint(folder: Path) -> bool:
+    recover_folder(folder)
+    return (folder / META_FILE).is_file() and (folder / MODEL_FILE).is_file()
+
+
+def _run_label(run_dir: Path) -> str:
+    try:
+        name = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("name", "")
+    except (OSError, ValueError, AttributeError):
+        name = ""
+    return f"run {run_dir.name}" + (f" ({name})" if name and name != run_dir.name else "")
+
+
+def list_checkpoints() -> list[tuple[str, Path]]:
+    """(label, folder): demo checkpoints under checkpoints/, then each run's best checkpoint."""
+    found: list[tuple[str, Path]] = []
+    if config.CHECKPOINTS_DIR.is_dir():
+        for folder in sorted(p for p in config.CHECKPOINTS_DIR.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if is_checkpoint(folder):
+                found.append((folder.name, folder))
+    runs = config.runs_dir()
+    if runs.is_dir():
+        for run_dir in sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if is_checkpoint(run_dir / "best"):
+                found.append((_run_label(run_dir), run_dir / "best"))
+    return found

@@ -1,0 +1,147 @@
+"""Training data: the in-memory uint8 splits of lib/data/datasets.py, cut to a subset if asked,
+served as augmented, normalized batches.
+
+Each batch is one item of ``EpochBatches``: the epoch's shuffled order comes from
+(seed, epoch) and each batch's augmentation from (seed, epoch, batch), so a run
+resumed in the middle of an epoch sees exactly the batches it would have seen,
+and DataLoader workers (which each hold a copy of the uint8 tensor, a few MB)
+produce the same pictures as the training process would.
+"""
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lib.data.augment import build_pipeline, training_transform
+from lib.data.datasets import ImageSet, PairSet, channel_stats, load_pairs, load_split, resolve_dataset
+
+
+@dataclass
+class TrainData:
+    root: Path
+    train: ImageSet
+    dev: ImageSet
+    pairs: PairSet
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+
+def _keep_classes(split: ImageSet, classes: list[str], max_images: int = 0) -> ImageSet:
+    """Only the images of the first len(classes) identities, relabelled 0..n-1 (they keep their order)."""
+    keep = (split.labels < len(classes)).nonzero().flatten()
+    if max_images:
+        keep = keep[:max_images]
+    return replace(split, images=split.images[keep], labels=split.labels[keep], classes=list(classes),
+                   paths=[split.paths[i] for i in keep.tolist()])
+
+
+def _keep_pairs(pairs: PairSet, count: int) -> PairSet:
+    """The first ``count`` pairs of each label, so a small subset still has both kinds."""
+    chosen = torch.cat([(pairs.labels == value).nonzero().flatten()[:count // 2] for value in (1, 0)]).sort().values
+    used = pairs.pairs[chosen].flatten().unique()
+    remap = torch.full((len(pairs.images),), -1, dtype=torch.int64)
+    remap[used] = torch.arange(len(used))
+    return replace(pairs, images=pairs.images[used], paths=[pairs.paths[i] for i in used.tolist()],
+                   pairs=remap[pairs.pairs[chosen]], labels=pairs.labels[chosen],
+                   lines=[pairs.lines[i] for i in chosen.tolist()] if pairs.lines else [])
+
+
+def load_train_data(root, pairs_file: str = "val_pairs.txt", subset: dict | None = None) -> TrainData:
+    """The splits and pairs of a data set inside a configured root; ValueError when unusable."""
+    root = resolve_dataset(root)
+    train, dev = load_split(root, "train"), load_split(root, "dev")
+    if len(train) == 0:
+        raise ValueError(f"{root}: the train split has no images")
+    pairs = load_pairs(root, pairs_file)
+    mean, std = channel_stats(root)
+    subset = subset or {}
+    if subset.get("classes") or subset.get("images"):
+        classes = train.classes[:subset.get("classes") or len(train.classes)]
+        train = _keep_classes(train, classes, subset.get("images", 0))
+        dev = _keep_classes(dev, classes)
+    if subset.get("pairs"):
+        pairs = _keep_pairs(pairs, subset["pairs"])
+    if len(dev) == 0:
+        raise ValueError(f"{root}: the dev split has no images of the training identities")
+    return TrainData(root=root, train=train, dev=dev, pairs=pairs, mean=mean, std=std)
+
+
+def batch_seed(seed: int, epoch: int, batch: int) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + batch) % (2**63 - 1)
+
+
+class Normalizer:
+    """uint8 [B,C,H,W] -> float normalized, in one pass over the batch."""
+
+    def __init__(self, mean, std):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) * self.inv_std
+
+
+class EpochBatches(Dataset):
+    """Item b = (augmented normalized images [B,C,H,W] float32, labels [B]) of batch b of one epoch."""
+
+    def __init__(self, split: ImageSet, steps: list[dict], mean, std, batch_size: int, seed: int):
+        self.images, self.labels = split.images, split.labels
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.epoch, self.start = 0, 0
+        ends_normalized = bool(steps) and steps[-1]["name"] == "Normalize"
+        # Per image only the (uint8) augmentation; conversion and normalization once per batch.
+        self.augment = training_transform(steps, mean, std) if ends_normalized else build_pipeline(steps)
+        self.normalize = None if ends_normalized else Normalizer(mean, std)
+        self.order = torch.arange(len(self.labels))
+
+    def batches_per_epoch(self) -> int:
+        # The last incomplete batch is dropped: a batch of 1 breaks BatchNorm, and every step sees B images.
+        return max(1, len(self.labels) // self.batch_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Shuffle for ``epoch``; iteration begins at batch ``start`` (a resumed epoch)."""
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, 999_983))
+        self.order = torch.randperm(len(self.labels), generator=generator)
+        self.epoch, self.start = int(epoch), int(start)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() - self.start
+
+    def __getitem__(self, item: int):
+        batch = self.start + item
+        index = self.order[batch * self.batch_size:(batch + 1) * self.batch_size]
+        if len(index) < self.batch_size:  # fewer images than one batch: repeat them to fill it
+            index = index.repeat(self.batch_size // max(1, len(index)) + 1)[:self.batch_size]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(batch_seed(self.seed, self.epoch, batch))
+            images = torch.stack([self.augment(image) for image in self.images[index]])
+        if self.normalize is not None:
+            images = self.normalize(images)
+        return images, self.labels[index]
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers only run per-image transforms; leave the cores to the model
+    # A cancel (SIGTERM/Ctrl-C to the process group) is handled by the training process, which
+    # finishes its step and saves; a worker dying first would turn the cancel into a crash.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def make_loader(batches: EpochBatches, workers: int, pin_memory: bool = False) -> DataLoader:
+    """Batches in order; with workers > 0 they are prepared in other processes while the model trains."""
+    return DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
+                      worker_init_fn=_worker_init if workers else None, pin_memory=pin_memory,
+                      persistent_workers=False, prefetch_factor=2 if workers else None)

@@ -1,0 +1,236 @@
+"""TrainConfig: everything one training run needs, as data.
+
+A run file (``recipes/*.json``, or what the Train page submits) is
+``{"name": ..., "model": <preset name or spec dict>, "config": {<TrainConfig fields>}}``;
+``config_from_run`` turns it into a validated TrainConfig. ``validate()``
+raises a ValueError naming the field and the bad value, like ModelSpec does.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from lib.base import config as paths
+from lib.data.augment import BATCH_MIXES, DEFAULT_PIPELINE, validate_pipeline
+from lib.losses.registry import LOSSES, validate_params
+from lib.model.presets import PRESETS
+from lib.model.spec import ModelSpec
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+SUBSET_KEYS = ("classes", "images", "pairs")
+
+
+def _default_model() -> dict:
+    return PRESETS["face_resnet"].to_dict()
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Numbers in their usual units; 0 switches an optional feature off."""
+
+    name: str = "run"
+    model: dict = field(default_factory=_default_model)  # ModelSpec.to_dict(); num_classes follows the data
+    data_root: str = "data/lfw64"  # relative paths are relative to the project folder
+    pairs_file: str = "val_pairs.txt"
+    augment: list = field(default_factory=lambda: copy.deepcopy(DEFAULT_PIPELINE))
+    loss: str = "ce"
+    loss_params: dict = field(default_factory=dict)  # besides label_smoothing (below)
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD momentum; AdamW's beta1
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0  # linear warm-up from lr/100 to lr
+    min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
+    epochs: int = 10
+    batch_size: int = 64
+    label_smoothing: float = 0.0
+    ema: bool = False
+    ema_decay: float = 0.999
+    drop_path_rate: float | None = None  # None keeps the spec's stochastic depth
+    mix: str = "none"  # "none" | "mixup" | "cutmix"
+    mix_alpha: float = 0.2
+    precision: str = "fp32"  # "bf16" / "fp16" autocast on a GPU (fp16 with loss scaling)
+    channels_last: bool = True
+    grad_clip: float = 0.0  # max global gradient norm
+    seed: int = 0
+    workers: int = 0  # DataLoader worker processes that augment batches (0: in the training process)
+    threads: int = 0  # torch CPU threads (0: PyTorch's default, one per core)
+    device: str = "auto"
+    init_from: str = ""  # a checkpoint folder to start from (sequential fine-tuning)
+    subset: dict = field(default_factory=dict)  # {"classes": N, "images": N, "pairs": N}: quick runs
+    eval_flip: bool = False  # verification embeddings also from the mirrored face
+    resume_every_s: float = 300.0  # also save resume state mid-epoch this often (0: after every step)
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"config must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"config: unknown field {unknown[0]!r} (known: {', '.join(sorted(names))})")
+        return cls(**copy.deepcopy(data))
+
+    def spec(self) -> ModelSpec:
+        spec = ModelSpec.from_dict(self.model)
+        if self.drop_path_rate is not None:
+            spec = dataclasses.replace(spec, drop_path_rate=float(self.drop_path_rate))
+        return spec
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the first bad field; return self (normalized) when valid."""
+        _check_text("name", self.name)
+        try:
+            self.spec().validate()
+        except ValueError as err:
+            raise ValueError(f"model: {err}") from None
+        # JSON form (lists, not tuples), so a config equals itself after a trip through a file.
+        self.model = json.loads(json.dumps(ModelSpec.from_dict(self.model).to_dict()))
+        self.augment = _prefixed("augment", validate_pipeline, self.augment)
+        _check_choice("loss", self.loss, tuple(LOSSES))
+        if not isinstance(self.loss_params, dict):
+            raise ValueError(f"loss_params: must be an object of parameter values, got {self.loss_params!r}")
+        _prefixed("loss_params", validate_params, self.loss, self.effective_loss_params())
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("mix", self.mix, tuple(BATCH_MIXES))
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("device", self.device, DEVICES)
+        self._validate_numbers()
+        self._validate_combinations()
+        return self
+
+    def _validate_numbers(self) -> None:
+        _check_number("lr", self.lr, 1e-7, 10.0)
+        _check_number("momentum", self.momentum, 0.0, 0.999)
+        _check_number("weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_number("warmup_epochs", self.warmup_epochs, 0.0, 1000.0)
+        _check_number("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _check_int("epochs", self.epochs, 1, 10_000)
+        _check_int("batch_size", self.batch_size, 2, 4096)
+        _check_number("label_smoothing", self.label_smoothing, 0.0, 0.5)
+        _check_number("ema_decay", self.ema_decay, 0.5, 0.99999)
+        if self.drop_path_rate is not None:
+            _check_number("drop_path_rate", self.drop_path_rate, 0.0, 0.9)
+        _check_number("mix_alpha", self.mix_alpha, 0.05, 10.0)
+        _check_number("grad_clip", self.grad_clip, 0.0, 1e6)
+        _check_int("seed", self.seed, 0, 2**31 - 1)
+        _check_int("workers", self.workers, 0, 64)
+        _check_int("threads", self.threads, 0, 1024)
+        _check_number("resume_every_s", self.resume_every_s, 0.0, 1e7)
+        for flag in ("nesterov", "ema", "channels_last", "eval_flip"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag}: {getattr(self, flag)!r} is not true or false")
+        _check_text("pairs_file", self.pairs_file)
+        if not isinstance(self.subset, dict):
+            raise ValueError(f"subset: must be an object like {{'classes': 20}}, got {self.subset!r}")
+        for key, value in self.subset.items():
+            _check_choice("subset key", key, SUBSET_KEYS)
+            _check_int(f"subset.{key}", value, 0, 10**9)
+
+    def _validate_combinations(self) -> None:
+        if self.mix != "none" and LOSSES[self.loss].needs_hard_labels:
+            raise ValueError(f"mix: {self.mix!r} makes soft labels, but the {self.loss!r} loss needs one class "
+                             f"per image; set mix to 'none' or use the 'ce' loss")
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"init_from: {self.init_from!r} is not a checkpoint folder path")
+        if self.init_from and not (self.init_folder() / "meta.json").is_file():
+            raise ValueError(f"init_from: {self.init_from!r} is not a checkpoint folder (no meta.json)")
+
+    def effective_loss_params(self) -> dict:
+        """loss_params plus label_smoothing for losses that take it (loss_params wins if it sets it)."""
+        params = dict(self.loss_params)
+        if "label_smoothing" in LOSSES.get(self.loss, LOSSES["ce"]).params:
+            params.setdefault("label_smoothing", self.label_smoothing)
+        return params
+
+    def init_folder(self) -> Path:
+        """init_from as a folder; relative paths are relative to the project."""
+        folder = Path(self.init_from).expanduser()
+        return folder if folder.is_absolute() else paths.PROJECT_ROOT / folder
+
+    def data_folder(self) -> Path:
+        folder = Path(self.data_root).expanduser()
+        return folder if folder.is_absolute() else paths.PROJECT_ROOT / folder
+
+
+def _prefixed(name: str, check, *args):
+    try:
+        return check(*args)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
+def _check_text(name: str, value) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}: {value!r} must be a non-empty text")
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _check_number(name: str, value, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name}: {value!r} is not a number in [{low:g}, {high:g}]")
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name}: {value!r} is not a whole number in [{low}, {high}]")
+
+
+def resolve_model(model) -> dict:
+    """A run file's "model": a preset name or a spec dict -> spec dict."""
+    if isinstance(model, str):
+        if model not in PRESETS:
+            raise ValueError(f"model: unknown preset {model!r}; presets: {', '.join(PRESETS)}")
+        return PRESETS[model].to_dict()
+    if isinstance(model, dict):
+        return ModelSpec.from_dict(model).to_dict()
+    raise ValueError(f"model: expected a preset name or a spec object, got {type(model).__name__}")
+
+
+def config_from_run(run: dict) -> TrainConfig:
+    """A validated TrainConfig from a run dict {"name", "model", "config"}."""
+    if not isinstance(run, dict):
+        raise ValueError(f"a run must be a JSON object with 'model' and 'config', got {type(run).__name__}")
+    unknown = sorted(set(run) - {"name", "model", "config", "description"})
+    if unknown:
+        raise ValueError(f"run: unknown key {unknown[0]!r} (a run has name, description, model, config)")
+    values = dict(run.get("config") or {})
+    if not isinstance(values, dict):
+        raise ValueError("config: must be an object of TrainConfig fields")
+    if "model" in run:
+        values["model"] = resolve_model(run["model"])
+    if "name" in run:
+        values["name"] = run["name"]
+    return TrainConfig.from_dict(values).validate()
+
+
+def load_run_file(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    return config_from_run(run)

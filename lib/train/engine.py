@@ -1,0 +1,370 @@
+"""The training engine: ``train(config, out_dir)`` runs one job on CPU or GPU.
+
+Every epoch it trains on augmented batches, then evaluates dev identification
+(top-1/top-5) and open-set verification (ROC AUC, EER) on the pairs, appends a
+line to metrics.jsonl and writes the checkpoints ``last`` and ``best`` (by AUC)
+plus the resume state. Progress goes out through progress.json and the
+optional ``on_event`` callback; nothing here prints or knows about a UI.
+
+A job stops early in three ways: ``should_stop()`` turns true (a graceful
+cancel: the current step finishes, ``last`` and the resume state are saved),
+the loss turns NaN/inf (status "failed" with the reason), or an exception.
+The run folder layout is described in lib/store/run_folder.py.
+"""
+from __future__ import annotations
+
+import errno
+import gc
+import random
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from lib.base.files import atomic_write_json
+from lib.store.checkpoint import load_checkpoint, save_checkpoint
+from lib.train.ema import ModelEma
+from lib.losses.registry import LOSSES, build_loss
+from lib.model.warnings import channels_last_crash_layers
+from lib.model.net import FaceNet
+from lib.train.schedule import make_scheduler
+from lib.model.spec import embedding_dim
+from lib.train.config import TrainConfig, config_from_run, load_run_file  # noqa: F401  (public API)
+from lib.train.batches import EpochBatches, load_train_data, make_loader
+from lib.train.evaluation import evaluate_model
+from lib.train.step import EpochTally, TrainingFailed, margin_stuck_warning, train_step
+from lib.store.run_folder import RunFolder, rng_state, set_rng_state
+
+__all__ = ["TrainConfig", "train", "TrainingFailed", "config_from_run", "load_run_file"]
+
+
+def pick_device(config: TrainConfig) -> str:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but no GPU is available; use 'auto' or 'cpu'")
+    if config.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return config.device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and kernels only, not on biases and norm scales."""
+    decay, no_decay = [], []
+    for module in modules:
+        for param in module.parameters():
+            if param.requires_grad:
+                (decay if param.dim() > 1 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(config: TrainConfig, modules: list[nn.Module]) -> torch.optim.Optimizer:
+    groups = param_groups(modules, config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+class Trainer:
+    """Holds one run's model, optimizer and counters; ``run()`` trains to the end or to a stop."""
+
+    def __init__(self, config: TrainConfig, out_dir, on_event=None, should_stop=None):
+        self.config = config.validate()
+        self.run_folder = RunFolder(out_dir)
+        self.on_event = on_event or (lambda event: None)
+        self.warnings: list[str] = []
+        self.should_stop = should_stop or (lambda: False)
+        self.device = pick_device(config)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        seed_everything(config.seed)
+        self.data = load_train_data(config.data_folder(), config.pairs_file, config.subset)
+        self.spec = replace(config.spec(), num_classes=self.data.num_classes)
+        self._avoid_channels_last_crash()
+        self.model, self.loss_module = self._build_modules()
+        self.optimizer = make_optimizer(config, [self.model, self.loss_module])
+        self.batches = EpochBatches(self.data.train, config.augment, self.data.mean, self.data.std,
+                                    config.batch_size, config.seed)
+        self.steps_per_epoch = self.batches.batches_per_epoch()
+        self.total_steps = config.epochs * self.steps_per_epoch
+        warmup = round(config.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, warmup, config.min_lr_ratio,
+                                        cosine=config.schedule == "cosine")
+        self.autocast_dtype, self.scaler = self._precision()
+        self.ema = ModelEma(self.model, config.ema_decay) if config.ema else None
+        self.epoch, self.batch, self.step = 0, 0, 0  # epoch in progress, its next batch, steps done
+        self.best_auc, self.elapsed_before = -1.0, 0.0
+        self.tally = EpochTally()
+        self.records: list[dict] = []
+
+    # -- construction -------------------------------------------------------------------------
+    def _avoid_channels_last_crash(self) -> None:
+        """PyTorch on CPU crashes (no Python error) on some 1x1 stride-2 convs in channels_last:
+        train such a model in the default layout and say so, rather than lose the job."""
+        if not self.config.channels_last or self.device != "cpu":
+            return
+        layers = channels_last_crash_layers(self.spec)
+        if layers:
+            self.config = replace(self.config, channels_last=False)
+            self.warn(f"channels_last turned off: PyTorch on CPU crashes in the backward pass of "
+                      f"{', '.join(layers[:3])} (1x1 stride-2 convolutions on fewer than 16 channels)")
+
+    def _build_modules(self) -> tuple[nn.Module, nn.Module]:
+        config, spec = self.config, self.spec
+        model = FaceNet(spec)
+        init_weight, loss_state = None, {}
+        if config.init_from:
+            model, init_weight, loss_state = self._initial_weights(model)
+        loss_module = build_loss(config.loss, embedding_dim(spec), spec.num_classes, init_weight=init_weight,
+                                 **config.effective_loss_params())
+        if loss_state:
+            loss_module.load_state_dict(loss_state)
+        model.to(self.device)
+        loss_module.to(self.device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model, loss_module
+
+    def _initial_weights(self, model: FaceNet):
+        """Weights of init_from; a margin head starts from the CE classifier's class vectors."""
+        loaded = load_checkpoint(self.config.init_folder())
+        if loaded.meta.get("classes") and loaded.meta["classes"] != self.data.classes:
+            raise ValueError(f"init_from: {self.config.init_from} was trained on other identities "
+                             f"({len(loaded.meta['classes'])} classes) than this data set ({self.data.num_classes})")
+        try:
+            model.load_state_dict(loaded.model.state_dict())
+        except RuntimeError:
+            raise ValueError(f"init_from: {self.config.init_from} holds another architecture "
+                             f"({loaded.spec.name}); use the same model spec") from None
+        same_loss = loaded.meta.get("loss") == self.config.loss and loaded.loss_state
+        loss_state = dict(loaded.loss_state) if same_loss else {}
+        init_weight = None
+        if not same_loss and LOSSES[self.config.loss].has_class_weights:
+            init_weight = loaded.model.classifier.weight.detach().clone()
+        return model, init_weight, loss_state
+
+    def _precision(self):
+        precision = self.config.precision
+        if precision == "fp32":
+            return None, None
+        if self.device == "cpu" and precision == "fp16":
+            self.warn("precision: fp16 needs a GPU; training in fp32 on the CPU")
+            return None, None
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # bf16 needs no loss scaling
+        return dtype, scaler
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device, dtype=self.autocast_dtype)
+
+    # -- events and files ---------------------------------------------------------------------
+    def emit(self, kind: str, **fields) -> None:
+        self.on_event({"kind": kind, **fields})
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.emit("warning", message=message)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def progress(self, status: str = "running", message: str = "", force: bool = False) -> None:
+        speed = self.tally.images_per_s() or (self.records[-1]["images_per_s"] if self.records else 0.0)
+        eta = 0.0
+        if status == "running" and self.step > self.session_start_step:
+            # Wall time per step so far in this session, evaluation included.
+            per_step = (time.perf_counter() - self.started) / (self.step - self.session_start_step)
+            eta = (self.total_steps - self.step) * per_step
+        fields = dict(status=status, epoch=self.epoch, epochs=self.config.epochs, step=self.step,
+                      total_steps=self.total_steps, images_per_s=round(speed, 2), eta_s=round(eta, 1),
+                      message=message or (self.warnings[-1] if self.warnings else ""),
+                      elapsed_s=round(self.elapsed(), 1))
+        if self.run_folder.write_progress(force=force, **fields):
+            self.emit("progress", **fields)
+
+    def meta(self, metrics: dict) -> dict:
+        return {"spec": self.spec.to_dict(), "config": self.config.to_dict(), "classes": self.data.classes,
+                "metrics": metrics, "normalize": {"mean": list(self.data.mean), "std": list(self.data.std)},
+                "epoch": self.epoch, "step": self.step, "loss": self.config.loss,
+                "name": self.config.name, "wall_s": round(self.elapsed(), 1)}
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    # -- resume -------------------------------------------------------------------------------
+    def resume_state(self) -> dict:
+        return {"model": self.model.state_dict(), "loss": self.loss_module.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else {},
+                "ema": self.ema.state_dict() if self.ema else {}, "rng": rng_state(),
+                "epoch": self.epoch, "batch": self.batch, "step": self.step, "best_auc": self.best_auc,
+                "elapsed_s": self.elapsed(), "tally": self.tally.state_dict(), "records": list(self.records),
+                "warnings": list(self.warnings), "config": self.config.to_dict()}
+
+    def save_resume(self) -> None:
+        self.run_folder.save_resume(self.resume_state())
+        self.last_resume_save = time.perf_counter()
+
+    def restore(self, state: dict) -> None:
+        if state["config"] != self.config.to_dict():
+            raise ValueError("resume: the run's config.json differs from the one the resume state was saved "
+                             "with; start a new run to train with other settings")
+        self.model.load_state_dict(state["model"])
+        self.loss_module.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.best_auc, self.elapsed_before = state["best_auc"], state["elapsed_s"]
+        self.tally.load_state_dict(state["tally"])
+        self.records, self.warnings = list(state["records"]), list(state["warnings"])
+        self.run_folder.align_metrics(self.records)
+        set_rng_state(state["rng"])
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict:
+        self.run_folder.create()
+        if resume:
+            self.restore(self.run_folder.load_resume())
+        else:
+            atomic_write_json(self.run_folder.config_file, self.config.to_dict())
+            self.run_folder.align_metrics([])
+        self.started = self.last_resume_save = time.perf_counter()
+        self.session_start_step = self.step
+        self.emit("start", epoch=self.epoch, step=self.step, total_steps=self.total_steps,
+                  device=self.device, resumed=resume)
+        self.progress(force=True, message="resumed" if resume else "started")
+        while self.epoch < self.config.epochs:
+            if not self.train_epoch():
+                return self.finish("cancelled", "cancelled: last checkpoint and resume state saved")
+            self.end_epoch()
+        return self.finish("done", "finished")
+
+    def train_epoch(self) -> bool:
+        """Train the rest of the current epoch; False when a stop was asked for."""
+        self.model.train()
+        self.loss_module.train()
+        self.batches.set_epoch(self.epoch, self.batch)
+        loader = make_loader(self.batches, self.config.workers, pin_memory=self.device == "cuda")
+        self.tally.resume_clock()
+        for images, labels in loader:
+            train_step(self, images, labels)
+            self.batch += 1
+            self.step += 1
+            self.progress()
+            if time.perf_counter() - self.last_resume_save > self.config.resume_every_s:
+                self.save_resume()
+            if self.should_stop():
+                self.tally.pause_clock()
+                self.cancel_save()
+                return False
+        self.tally.pause_clock()
+        return True
+
+    def cancel_save(self) -> None:
+        metrics = self.records[-1] if self.records else {}
+        save_checkpoint(self.run_folder.last, self.eval_model(), self.meta(metrics), self.loss_module)
+        self.save_resume()
+
+    def end_epoch(self) -> None:
+        self.progress(force=True, message=f"evaluating epoch {self.epoch + 1}")
+        metrics = evaluate_model(self.eval_model(), self.loss_module, self.data, self.device,
+                                 flip=self.config.eval_flip, channels_last=self.config.channels_last)
+        record = {"epoch": self.epoch + 1, "step": self.step, **self.tally.summary(),
+                  "lr": self.optimizer.param_groups[0]["lr"], **metrics, "elapsed_s": round(self.elapsed(), 2)}
+        warning = margin_stuck_warning(self.config.loss, record, self.data.num_classes)
+        if warning and warning not in self.warnings:
+            record["warning"] = warning
+            self.warn(warning)
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.tally = EpochTally()
+        self.records.append(record)
+        save_checkpoint(self.run_folder.last, self.eval_model(), self.meta(record), self.loss_module)
+        if record["auc"] > self.best_auc:
+            self.best_auc = record["auc"]
+            save_checkpoint(self.run_folder.best, self.eval_model(), self.meta(record), self.loss_module)
+        # The line first: a job killed between the two still shows this epoch on the Runs page,
+        # and a resume realigns metrics.jsonl with the records in its saved state anyway.
+        self.run_folder.append_metrics(record)
+        self.save_resume()
+        self.emit("epoch", **record)
+
+    def finish(self, status: str, message: str) -> dict:
+        self.progress(status=status, message=message, force=True)
+        summary = {"status": status, "epoch": self.epoch, "step": self.step, "total_steps": self.total_steps,
+                   "best_auc": self.best_auc, "elapsed_s": self.elapsed(), "metrics": self.records[-1:]}
+        self.emit(status, **summary)
+        return summary
+
+
+def fail(out_dir, message: str, on_event: Callable | None = None) -> dict:
+    """Record a failed run in progress.json (keeping what the last progress said about position)."""
+    folder = RunFolder(out_dir)
+    previous = folder.read_progress()
+    fields = {key: previous.get(key, 0) for key in ("epoch", "epochs", "step", "total_steps")}
+    try:
+        folder.create()
+        folder.write_progress(force=True, status="failed", images_per_s=0.0, eta_s=0.0, message=message, **fields)
+    except OSError as err:  # a disk still full or read-only: the log (stderr) has to tell
+        print(f"failed: {message} (progress.json could not be written: {err.strerror})", file=sys.stderr)
+    if on_event:
+        on_event({"kind": "failed", "message": message})
+    return {"status": "failed", "message": message}
+
+
+def train(config: TrainConfig, out_dir, on_event: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, resume: bool = False) -> dict:
+    """Run one training job into ``out_dir``; returns a summary with "status" done/cancelled/failed.
+
+    Bad configuration raises ValueError before anything is written; a failure while
+    training (NaN loss, a crash) is recorded in progress.json and returned as "failed"."""
+    trainer = Trainer(config, out_dir, on_event, should_stop)
+    try:
+        return trainer.run(resume=resume)
+    except TrainingFailed as failure:
+        return fail(out_dir, str(failure), on_event)
+    except ValueError:
+        raise
+    except Exception as err:  # recorded for the Runs page, then re-raised for the log
+        message = disk_problem(err, out_dir)
+        if message is None:
+            fail(out_dir, f"{type(err).__name__}: {err}", on_event)
+            raise
+        traceback.print_exc()
+    # Outside the handler: the failed write's frames, and the half-written file they hold
+    # open, are gone, so the space is free again for progress.json.
+    gc.collect()
+    return fail(out_dir, message, on_event)
+
+
+DISK_ERRORS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota",
+               errno.EFBIG: "refused a file that large", errno.EROFS: "is read-only"}
+
+
+def disk_problem(err: BaseException, out_dir) -> str | None:
+    """A clear sentence when saving failed because of the disk (full, quota, read-only), else None.
+    torch.save reports such errors wrapped in RuntimeErrors, so the whole chain is searched."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+            return (f"could not save to {out_dir}: the disk {DISK_ERRORS[err.errno]} ({err.strerror}). "
+                    "Everything saved before is intact; free some space (or set FACELAB_RUNS_DIR to a "
+                    "bigger disk) and resume the job.")
+        err = err.__cause__ or err.__context__
+    return None
