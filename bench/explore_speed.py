@@ -28,6 +28,7 @@ from lib.eval import projection
 from lib.eval import saliency
 from lib.model.net import FaceNet  # noqa: E402
 from lib.model.presets import PRESETS  # noqa: E402
+from lib.store.checkpoint import CheckpointMeta  # noqa: E402
 
 
 def models() -> list[explore.ExploreModel]:
@@ -36,7 +37,8 @@ def models() -> list[explore.ExploreModel]:
         return [explore.open_model(folder, label) for label, folder in found]
     print("no demo checkpoints: timing one randomly initialised face_resnet")
     model = FaceNet(PRESETS["face_resnet"]).eval()
-    return [explore.ExploreModel("random face_resnet", Path("."), model, {}, (0.5,) * 3, (0.25,) * 3, None, "random")]
+    meta = CheckpointMeta(spec=model.spec)
+    return [explore.ExploreModel("random face_resnet", Path("."), model, meta, (0.5,) * 3, (0.25,) * 3, None, "random")]
 
 
 def render(chosen, images, fingerprint, method) -> float:

@@ -171,7 +171,7 @@ def check_the_queue(final: list, monitor: Monitor, runs_dir: Path) -> None:
     assert sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) == sorted(job.id for job in final)
     for job in final:
         if job.state == "done":
-            assert len(load_checkpoint(job.run_dir / "best").meta["classes"]) == 6
+            assert len(load_checkpoint(job.run_dir / "best").meta.classes) == 6
     assert training_processes(runs_dir) == []
     with sqlite3.connect(runs_dir / jobs.DB_NAME) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -70,10 +70,10 @@ def test_sigterm_cancels_and_kill_9_resumes_to_the_same_step_count(tmp_path):
     assert progress["status"] == "done" and progress["step"] == progress["total_steps"]
     records = RunFolder(out).read_metrics()
     assert [r["epoch"] for r in records] == [1, 2] and records[-1]["step"] == progress["total_steps"]
-    assert load_checkpoint(out / "best").meta["metrics"]["auc"] == max(r["auc"] for r in records)
+    assert load_checkpoint(out / "best").meta.metrics["auc"] == max(r["auc"] for r in records)
     published = load_checkpoint(tmp_path / "published").meta
-    assert published["recipe"] == str(run_file) and published["run_wall_s"] > 0
-    assert published["metrics"] == load_checkpoint(out / "best").meta["metrics"]
+    assert published.recipe == str(run_file) and published.run_wall_s > 0
+    assert published.metrics == load_checkpoint(out / "best").meta.metrics
 
 
 def test_bad_run_file_exits_2_naming_the_field(tmp_path, capsys):
@@ -92,11 +92,11 @@ def _reference_numbers(folder: Path):
     """Dev top-1 and pair AUC computed here with plain torch and scikit-learn."""
     loaded = load_checkpoint(folder)
     meta, model = loaded.meta, loaded.model
-    mean = torch.tensor(meta["normalize"]["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(meta["normalize"]["std"]).view(1, 3, 1, 1)
-    root = ROOT / meta["config"]["data_root"]  # recorded relative to the project
+    mean = torch.tensor(meta.normalize.mean).view(1, 3, 1, 1)
+    std = torch.tensor(meta.normalize.std).view(1, 3, 1, 1)
+    root = ROOT / meta.config["data_root"]  # recorded relative to the project
     dev = load_split(root, "dev")
-    keep = dev.labels < len(meta["classes"])
+    keep = dev.labels < len(meta.classes)
     with torch.no_grad():
         logits = model((dev.images[keep].float() / 255 - mean) / std)
         top1 = float((logits.argmax(1) == dev.labels[keep]).float().mean())
@@ -112,7 +112,7 @@ def test_evaluate_cli_matches_training_and_an_independent_computation(tmp_path, 
     best = tmp_path / "run" / "best"
     assert main(["evaluate", str(best), "--json"]) == 0
     same_data = json.loads(capsys.readouterr().out)
-    trained = load_checkpoint(best).meta["metrics"]
+    trained = load_checkpoint(best).meta.metrics
     for key in ("dev_top1", "dev_top5", "auc", "eer"):
         assert same_data["metrics"][key] == trained[key]  # the run's own numbers, recomputed
 

@@ -130,7 +130,68 @@ def test_pairs_file_without_usable_line_raises_with_line_numbers(tmp_path):
 
 def test_parse_pairs_text_labels():
     rows, problems = parse_pairs_text("a b 1\nc d\ne f 0\ng h yes\n")
-    assert rows == [(1, "a", "b", 1), (2, "c", "d", -1), (3, "e", "f", 0)] and problems[0].startswith("line 4:")
+    assert rows == [(1, "a", "b", 1, None), (2, "c", "d", -1, None), (3, "e", "f", 0, None)]
+    assert problems[0].startswith("line 4:")
+
+
+def test_parse_pairs_text_fold_column():
+    rows, problems = parse_pairs_text("a b 1 1\n# LFW numbers its folds 1 to 10\nc d 0 10\ne f 1 x\ng h 0 -1\n"
+                                      "i j 1 2 3\nk l yes 2\n")
+    assert rows == [(1, "a", "b", 1, 1), (3, "c", "d", 0, 10)]
+    assert [message.split(":")[0] for message in problems] == ["line 4", "line 5", "line 6", "line 7"]
+    assert all("1|0 [fold]" in message for message in problems)
+
+
+def test_parse_pairs_text_mixed_fold_columns_name_the_line():
+    rows, problems = parse_pairs_text("a b 1 1\nc d 0\ne f 1 2\ng h\n")
+    assert [row.line for row in rows] == [1, 3] and [row.fold for row in rows] == [1, 2]
+    assert problems == ["line 2: no fold column, but line 1 has one (give every line a fold, or none)",
+                        "line 4: no fold column, but line 1 has one (give every line a fold, or none)"]
+    rows, problems = parse_pairs_text("malformed\na b 1\nc d 0 4\n")
+    assert [row.line for row in rows] == [2] and rows[0].fold is None
+    assert problems[1] == "line 3: a fold column (4), but line 2 has none (give every line a fold, or none)"
+
+
+FOLD_PAIRS = ("ver_data/v0.png ver_data/v1.png 1 1\n"
+              "ver_data/v2.png ver_data/v3.png 0 1\n"
+              "ver_data/v0.png ver_data/v2.png 1 2\n"
+              "ver_data/v1.png ver_data/v3.png 0 2\n")
+
+
+def test_pairs_with_a_fold_column_load_and_pass_the_check(tmp_path):
+    make_dataset(tmp_path, {"ann": 2, "bob": 2}, {"ann": 1, "bob": 1}, pairs=FOLD_PAIRS)
+    pairs = load_pairs(tmp_path)
+    assert pairs.labels.tolist() == [1, 0, 1, 0] and pairs.folds.tolist() == [1, 1, 2, 2]
+    assert pairs.folds.dtype == torch.int64 and pairs.problems == []
+    report = check_dataset(tmp_path)
+    assert report.usable and report.errors == []
+    assert (report.pairs, report.same_pairs, report.different_pairs) == (4, 2, 2)
+    assert load_pairs(EMBEDDED).folds is None  # three columns: no folds
+
+
+def test_a_fold_column_keeps_its_folds_when_a_line_is_skipped(tmp_path):
+    make_dataset(tmp_path, {"ann": 2, "bob": 2}, {"ann": 1, "bob": 1},
+                 pairs=FOLD_PAIRS + "ver_data/v0.png ver_data/missing.png 1 3\nver_data/v3.png ver_data/v0.png 0 3\n")
+    pairs = load_pairs(tmp_path)
+    assert pairs.lines == [1, 2, 3, 4, 6] and pairs.folds.tolist() == [1, 1, 2, 2, 3]
+
+
+def test_mixed_fold_columns_are_reported_by_the_check(tmp_path):
+    make_dataset(tmp_path, {"ann": 2, "bob": 2}, {"ann": 1, "bob": 1},
+                 pairs=FOLD_PAIRS + "ver_data/v3.png ver_data/v0.png 0\n")
+    report = check_dataset(tmp_path)
+    assert report.usable and report.pairs == 4  # the odd line is skipped, the rest still measure
+    assert report.errors == ["val_pairs.txt line 5: no fold column, but line 1 has one "
+                             "(give every line a fold, or none)"]
+    result = data_check(tmp_path)
+    assert result.returncode == 0 and "line 5: no fold column" in result.stdout
+
+
+def test_a_single_fold_is_reported_by_the_check(tmp_path):
+    make_dataset(tmp_path, {"ann": 2, "bob": 2}, {"ann": 1, "bob": 1}, pairs=FOLD_PAIRS.replace(" 2\n", " 1\n"))
+    report = check_dataset(tmp_path)
+    assert report.usable and report.errors == [
+        "val_pairs.txt: the fold column names 1 fold (1); k-fold accuracy needs at least 2, so it is not measured"]
 
 
 @pytest.mark.parametrize("damage, fatal_words", [

@@ -1,5 +1,7 @@
-"""Verification metrics against sklearn and known distributions; embeddings on a real FaceNet."""
+"""Verification metrics against sklearn, brute force, hand-computed cases and known distributions;
+the folds a pairs file gives; embeddings on a real FaceNet."""
 import math
+import warnings
 from dataclasses import replace
 from statistics import NormalDist
 
@@ -9,11 +11,16 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch.nn import functional as F
 
+from lib.base import config
+from lib.data.datasets import PairSet
 from lib.eval.metrics import (best_threshold, classify, embed, geometry, kfold_accuracy, pair_scores, roc,
-                          topk_accuracy, verification_metrics)
+                              topk_accuracy, verification_metrics, verify)
+from lib.explore.metrics import metrics_row, verification_view
 from lib.model.net import FaceNet
 from lib.model.presets import PRESETS
 from lib.model.spec import HeadSpec, StageSpec
+from lib.train.batches import load_train_data
+from tests.synthetic_data import make_dataset
 
 PHI = NormalDist()
 
@@ -36,6 +43,47 @@ def test_roc_and_auc_match_sklearn_with_ties():
     np.testing.assert_allclose(tpr, ref_tpr)
     np.testing.assert_allclose(thresholds[1:], ref_thr[1:])
     assert verification_metrics(scores, labels).auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_every_number_of_a_small_case_computed_by_hand():
+    # Distinct scores .9 .8 .6 .3 .1 accept (same, different) = (1,0) (2,1) (3,1) (4,2) (4,3) of (4, 3).
+    scores = [0.9, 0.8, 0.8, 0.6, 0.3, 0.3, 0.1]
+    labels = [1, 1, 0, 1, 0, 1, 0]
+    result = verification_metrics(scores, labels)
+    np.testing.assert_allclose(result.fpr, [0, 0, 1 / 3, 1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(result.tpr, [0, 1 / 4, 2 / 4, 3 / 4, 1, 1])
+    np.testing.assert_array_equal(result.thresholds, [np.inf, 0.9, 0.8, 0.6, 0.3, 0.1])
+    # Of the 12 (same, different) pairs the same one scores higher in 8, and ties (.8/.8, .3/.3) count half.
+    assert result.auc == pytest.approx(9 / 12)
+    # At threshold .6: FPR 1/3 (.8 accepted), FNR 1/4; one point earlier FNR is 1/2: they cross at 1/3.
+    assert (result.eer, result.eer_threshold) == (pytest.approx(1 / 3), 0.6)
+    assert result.tpr_at_fpr == pytest.approx({1e-1: 0.25, 1e-2: 0.25, 1e-3: 0.25})
+    # 5 of 7 right when accepting from .6 (and from .3): the higher cut wins, halfway to the next score.
+    assert (result.best_accuracy, result.best_threshold) == (pytest.approx(5 / 7), pytest.approx(0.45))
+
+
+def mann_whitney_auc(scores, labels):
+    """P(a same pair scores above a different pair), ties counted half: the AUC without any curve."""
+    same, different = scores[labels == 1][:, None], scores[labels == 0][None, :]
+    return float(np.mean((same > different) + 0.5 * (same == different)))
+
+
+def brute_force_tpr_at_fpr(scores, labels, target):
+    rates = [(np.mean(scores[labels == 0] >= t), np.mean(scores[labels == 1] >= t))
+             for t in np.r_[np.inf, np.unique(scores)]]
+    return max(tpr for fpr, tpr in rates if fpr <= target)
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_auc_and_tpr_at_fpr_match_independent_counts_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 400)
+    scores = np.round(rng.normal(labels * 1.1, 1.0), 1)
+    result = verification_metrics(scores, labels)
+    assert result.auc == pytest.approx(mann_whitney_auc(scores, labels), abs=1e-12)
+    assert result.auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    for f in (1e-1, 1e-2, 1e-3):
+        assert result.tpr_at_fpr[f] == pytest.approx(brute_force_tpr_at_fpr(scores, labels, f))
 
 
 @pytest.mark.parametrize("d", [1.0, 2.0, 3.0])
@@ -70,10 +118,11 @@ def test_best_accuracy_matches_brute_force_over_thresholds():
     assert np.mean((scores >= threshold) == labels) == pytest.approx(accuracy)
 
 
-def brute_force_kfold(scores, labels, folds=10):
+def brute_force_kfold(scores, labels, folds=10, fold_of=None):
+    fold_of = np.arange(len(labels)) % folds if fold_of is None else np.asarray(fold_of)
     accuracies = []
-    for fold in range(folds):
-        test = np.array([i % folds == fold for i in range(len(labels))])
+    for fold in sorted(set(fold_of.tolist())):
+        test = fold_of == fold
         best_acc, best_t = -1.0, None
         distinct = sorted(set(scores[~test]), reverse=True)
         cuts = [(a + b) / 2 for a, b in zip(distinct, distinct[1:])] + distinct[-1:]
@@ -99,12 +148,54 @@ def test_lfw_ten_fold_protocol_matches_brute_force_and_is_deterministic():
     assert (separable.kfold_mean, separable.kfold_std, separable.auc, separable.eer) == (1.0, 0.0, 1.0, 0.0)
 
 
+# Two folds of five pairs whose score scales differ: each fold alone is separable, but the threshold
+# learnt on one fold is wrong for the other. Pooled (the default folds: one pair each here) they are
+# separable too, so leave-one-out is always right.
+SHIFTED_SCORES = np.array([0.95, 0.85, 0.12, 0.05, -0.05, 0.35, 0.25, -0.45, -0.55, -0.65])
+SHIFTED_LABELS = np.array([1, 1, 0, 0, 0, 1, 1, 0, 0, 0])
+SHIFTED_FOLDS = np.array([1, 1, 1, 1, 1, 2, 2, 2, 2, 2])  # 1-based, as LFW numbers them
+
+
+def test_the_given_folds_are_the_k_folds():
+    np.testing.assert_array_equal(kfold_accuracy(SHIFTED_SCORES, SHIFTED_LABELS), np.ones(10))
+    # Fold 1 tested with fold 2's threshold (-0.45 + 0.25) / 2 = -0.1: all five accepted, 2 right.
+    # Fold 2 tested with fold 1's threshold (0.85 + 0.12) / 2: all five rejected, 3 right.
+    given = kfold_accuracy(SHIFTED_SCORES, SHIFTED_LABELS, pair_folds=SHIFTED_FOLDS)
+    np.testing.assert_allclose(given, [0.4, 0.6])
+    # An unlabeled pair (and its fold) is left out, wherever it sits.
+    result = verification_metrics(np.r_[9.0, SHIFTED_SCORES], np.r_[-1, SHIFTED_LABELS], np.r_[7, SHIFTED_FOLDS])
+    np.testing.assert_allclose(result.kfold_accuracies, [0.4, 0.6])
+    assert (result.kfold_mean, result.kfold_std) == (pytest.approx(0.5), pytest.approx(0.1))
+    assert verification_metrics(SHIFTED_SCORES, SHIFTED_LABELS).kfold_mean == 1.0
+    with pytest.raises(ValueError, match="folds and labels differ in length"):
+        kfold_accuracy(SHIFTED_SCORES, SHIFTED_LABELS, pair_folds=SHIFTED_FOLDS[:-1])
+    assert kfold_accuracy(SHIFTED_SCORES, SHIFTED_LABELS, pair_folds=np.ones(10)).size == 0  # one fold: nothing
+
+
+def test_given_folds_match_brute_force_even_with_one_kind_training_sets():
+    rng = np.random.default_rng(8)
+    labels = (rng.random(150) < 0.06).astype(np.int64)  # few same pairs: some training sets have none
+    labels[:2] = 1, 0
+    scores = rng.normal(labels * 1.5, 1.0)
+    for fold_of in (rng.integers(1, 11, labels.size), np.r_[np.zeros(140, int), np.ones(10, int)], None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # scikit-learn's warning about a one-kind curve stays inside
+            folds = kfold_accuracy(scores, labels, pair_folds=fold_of)
+        np.testing.assert_allclose(folds, brute_force_kfold(scores, labels, fold_of=fold_of))
+    only_different = np.zeros(5, dtype=np.int64)
+    assert best_threshold([0.9, 0.7, 0.5, 0.3, 0.1], only_different) == (pytest.approx(0.8), pytest.approx(0.8))
+
+
 def test_unlabeled_pairs_are_ignored_and_one_class_is_refused():
     scores, labels = gaussian_pairs(1.0, n=200)
     with_unlabeled = verification_metrics(np.r_[scores, [5.0, -5.0]], np.r_[labels, [-1, -1]])
     assert with_unlabeled.auc == pytest.approx(verification_metrics(scores, labels).auc)
     with pytest.raises(ValueError, match="both same and different"):
         verification_metrics([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="both same and different"):
+        verification_metrics([0.1, 0.2, 0.3], [0, 0, -1])
+    with pytest.raises(ValueError, match="scores finite"):
+        verification_metrics([0.1, float("nan")], [1, 0])
     summary = with_unlabeled.summary()
     assert {"auc", "eer", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "kfold_mean"} <= set(summary)
     assert all(isinstance(v, float) for v in summary.values())
@@ -166,6 +257,44 @@ def test_embed_normalizes_and_flip_sums_mirror(tiny_net):
     assert not torch.allclose(plain, flipped, atol=1e-3)
     torch.testing.assert_close(plain.norm(dim=1), torch.ones(6))
     torch.testing.assert_close(classify(net, images, MEAN, STD, batch_size=5), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_verify_takes_the_folds_of_its_pair_set(tiny_net):
+    net, images = tiny_net
+    pairs = torch.tensor([[i % 6, (i * 5 + 1) % 6] for i in range(12)])
+    labels = torch.tensor([1, 0] * 6)
+    folds = torch.tensor([3, 1, 2] * 4)
+    pair_set = PairSet(images=images, paths=[f"ver_data/{i}.png" for i in range(6)], pairs=pairs, labels=labels,
+                       folds=folds)
+    result, scores = verify(net, pair_set, MEAN, STD)
+    assert result.kfold_accuracies.size == 3  # the default split would give 10 folds
+    np.testing.assert_array_equal(result.kfold_accuracies, kfold_accuracy(scores, labels, pair_folds=folds))
+    plain, _ = verify(net, replace(pair_set, folds=None), MEAN, STD)
+    assert plain.kfold_accuracies.size == 10
+
+
+def test_embeddings_page_numbers_use_the_given_folds():
+    rng = np.random.default_rng(9)
+    raw = rng.normal(size=(20, 4))
+    pairs = np.c_[np.arange(10), np.arange(10, 20)]
+    labels = np.r_[SHIFTED_LABELS[:9], -1]
+    folds = np.r_[SHIFTED_FOLDS[:9], 5]  # the unlabeled pair's fold goes with it
+    view = verification_view(raw, pairs, labels, folds)
+    expected = kfold_accuracy(view.scores, view.labels, pair_folds=SHIFTED_FOLDS[:9])
+    np.testing.assert_array_equal(view.result.kfold_accuracies, expected)
+    row = metrics_row(view, None, {})
+    assert row["kfold"] == f"{expected.mean():.2%} +- {expected.std():.2%} (2 folds)"
+    assert metrics_row(verification_view(raw, pairs, labels), None, {})["kfold"] is None  # 9 pairs: too few for 10
+
+
+def test_a_training_subset_of_pairs_keeps_each_pair_s_fold(tmp_path, monkeypatch):
+    lines = [f"ver_data/v{i % 4}.png ver_data/v{(i + 1) % 4}.png {i % 2} {i // 2 + 1}" for i in range(8)]
+    make_dataset(tmp_path / "folds", {"ann": 2, "bob": 2}, {"ann": 1, "bob": 1}, pairs="\n".join(lines) + "\n")
+    monkeypatch.setenv(config.DATA_ROOTS_ENV, str(tmp_path))
+    full = load_train_data(tmp_path / "folds").pairs
+    assert full.folds.tolist() == [1, 1, 2, 2, 3, 3, 4, 4]
+    subset = load_train_data(tmp_path / "folds", subset={"pairs": 4}).pairs
+    assert subset.lines == [1, 2, 3, 4] and subset.folds.tolist() == [1, 1, 2, 2]
 
 
 def test_embed_rejects_float_images(tiny_net):

@@ -14,7 +14,7 @@ from browser_support import AppServer
 from job_support import (file_size_limit, grow_disk, leftover_temp_files, metric_lines, read_only, small_disk, states,
                          tiny_run, wait_for)
 from lib.jobs import queue as jobs
-from lib.store import runs
+from lib.store.run_folder import RunFolder
 from lib.store.checkpoint import load_checkpoint
 from stream_session import StreamSession
 
@@ -30,7 +30,7 @@ def assert_checkpoint_intact(folder, epoch: int | None = None) -> None:
     assert embedding.shape == (2, loaded.spec.head.embedding_dim)
     assert torch.isfinite(embedding).all()
     if epoch is not None:
-        assert loaded.meta["epoch"] == epoch
+        assert loaded.meta.epoch == epoch
 
 
 def open_runs_page(server: AppServer) -> list[str]:
@@ -56,7 +56,7 @@ def pull_the_plug(server: AppServer, queue, short: str, long: str, waiting: str)
     victim = queue.get(long).pid
     server.kill()  # the queue's owner dies without any cleanup ...
     os.killpg(victim, signal.SIGKILL)  # ... and so does one job
-    wait_for(lambda: (runs.read_progress(queue.run_dir(short)) or {}).get("status") == "done",
+    wait_for(lambda: RunFolder(queue.run_dir(short)).read_progress().get("status") == "done",
              JOB_TIMEOUT, "the short job to finish with nobody watching")
     assert states(queue)[waiting] in ("queued", "running")
 
@@ -128,7 +128,7 @@ def test_a_full_disk_fails_the_job_clearly_and_keeps_what_was_saved(tmp_path):
                 queue.tick()
             job = run_until_finished(queue, job_id)
         assert job.state == "failed"
-        explanation = f"{job.reason}\n{(runs.read_progress(job.run_dir) or {}).get('message', '')}"
+        explanation = f"{job.reason}\n{RunFolder(job.run_dir).read_progress().get('message', '')}"
         assert "space" in explanation.lower() or "too large" in explanation.lower(), explanation
         assert leftover_temp_files(runs_dir) == []
         for name in ("best", "last"):

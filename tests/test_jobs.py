@@ -14,7 +14,7 @@ import pytest
 from lib.base import config
 from lib.jobs import queue as jobs
 from lib.jobs import launcher
-from lib.store import runs
+from lib.store.run_folder import RunFolder
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
 
 
@@ -59,7 +59,7 @@ def test_max_jobs_from_the_environment(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert jobs.default_max_jobs() == 1  # a CPU-only machine runs one job at a time
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    assert jobs.default_max_jobs() == 2 and launcher.pick_device(["cuda:0"]) == "cuda:1"
+    assert jobs.default_max_jobs() == 2 and launcher.least_busy_gpu(["cuda:0"]) == "cuda:1"
 
 
 TICK = ("import json, sys; from lib.jobs.queue import JobQueue; "
@@ -109,11 +109,12 @@ def test_killed_job_is_failed_on_restart_then_resumes(tmp_path):
     job = wait_finished(queue, job_id)
     assert (job.state, job.reason, job.exit_code, job.attempts, job.device) == ("done", "", 0, 2, "cpu")
     assert job.started <= job.ended
-    metrics = runs.read_metrics(job.run_dir)
+    folder = RunFolder(job.run_dir)
+    metrics = folder.read_metrics()
     assert [row["epoch"] for row in metrics] == [1, 2] and 0.0 <= metrics[-1]["auc"] <= 1.0
-    progress = runs.read_progress(job.run_dir)
+    progress = folder.read_progress()
     assert progress["status"] == "done" and progress["step"] == progress["total_steps"]
-    assert (job.run_dir / "best" / "meta.json").is_file() and "done:" in runs.log_tail(job.run_dir)
+    assert (job.run_dir / "best" / "meta.json").is_file() and "done:" in folder.log_tail()
 
 
 def test_cancel_saves_and_resume_continues(tmp_path):
@@ -121,13 +122,14 @@ def test_cancel_saves_and_resume_continues(tmp_path):
     job_id = queue.submit(tiny("cancel-me", epochs=40), "ada")
     queue.tick()
     run_dir = queue.run_dir(job_id)
-    wait_for(lambda: runs.read_metrics(run_dir), "the first epoch")
+    folder = RunFolder(run_dir)
+    wait_for(lambda: folder.read_metrics(), "the first epoch")
     queue.cancel(job_id)
     job = wait_finished(queue, job_id)
     assert (job.state, job.exit_code) == ("cancelled", 0)
-    assert runs.read_progress(run_dir)["status"] == "cancelled"
-    assert launcher.has_resume_state(run_dir) and (run_dir / "last" / "meta.json").is_file()
-    steps_before = runs.read_progress(run_dir)["step"]
+    assert folder.read_progress()["status"] == "cancelled"
+    assert folder.has_resume() and (run_dir / "last" / "meta.json").is_file()
+    steps_before = folder.read_progress()["step"]
     queue.resume(job_id)
     queue.tick()
     wait_for(lambda: log_has(queue, job_id, f"resuming at step {steps_before}/"), "the resumed run")
@@ -136,6 +138,17 @@ def test_cancel_saves_and_resume_continues(tmp_path):
     queue.cancel(job_id, force=True)
     job = wait_finished(queue, job_id)
     assert (job.state, job.reason) == ("cancelled", "stopped at once on request, without saving")
+
+
+def test_job_users_reads_the_registry_without_touching_it(tmp_path):
+    assert jobs.job_users(tmp_path) == {} and not (tmp_path / jobs.DB_NAME).exists()  # nothing created
+    queue = jobs.JobQueue(tmp_path, max_running=1)
+    first, second = queue.submit(tiny("first"), "ada"), queue.submit(tiny("second"), " bob ")
+    assert jobs.job_users(tmp_path) == {first: "ada", second: "bob"}
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / jobs.DB_NAME).write_bytes(b"not a database")
+    assert jobs.job_users(damaged) == {}
 
 
 def test_reason_of_a_process_that_ended_without_reporting(tmp_path):

@@ -44,8 +44,8 @@ def _app(page: str, world) -> AppTest:
 def _reference_scores(folder, data):
     loaded = load_checkpoint(folder)
     pairs = load_pairs(data)
-    normalize = loaded.meta["normalize"]
-    embeddings = embed(loaded.model, pairs.images, normalize["mean"], normalize["std"])
+    normalize = loaded.meta.normalize
+    embeddings = embed(loaded.model, pairs.images, normalize.mean, normalize.std)
     return pair_scores(embeddings, pairs.pairs).numpy(), pairs.labels.numpy()
 
 

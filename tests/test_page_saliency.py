@@ -57,10 +57,11 @@ def test_each_map_says_what_it_predicted_and_flags_a_wrong_prediction(app, world
     person = app.selectbox(key="saliency.person").value
     index = int((dev.labels == person).nonzero()[0, 0])  # the page starts at the person's first image
     loaded = load_checkpoint(world["runs"] / "r0-ce" / "best")
-    mean, std = (torch.tensor(loaded.meta["normalize"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (loaded.meta.normalize.mean,
+                                                                      loaded.meta.normalize.std))
     with torch.no_grad():
         logits = loaded.model.eval()((dev.images[index:index + 1].float() / 255 - mean) / std)
-    predicted, true = loaded.meta["classes"][int(logits.argmax())], dev.classes[person]
+    predicted, true = loaded.meta.classes[int(logits.argmax())], dev.classes[person]
     verdict = [m.value for m in app.markdown if "predicted **" in m.value][0]  # the CE run's column
     if predicted == true:
         assert verdict == f":green[:material/check_circle: predicted **{predicted.replace('_', ' ')}**]"
@@ -86,8 +87,8 @@ def test_pair_mode_shows_the_pairs_cosine(app, world):
     pairs = load_pairs(world["data"])
     a, b = pairs.pairs[app.selectbox(key="saliency.pair").value].tolist()
     loaded = load_checkpoint(world["runs"] / "r0-ce" / "best")
-    normalize = loaded.meta["normalize"]
-    e = embed(loaded.model, pairs.images[[a, b]], normalize["mean"], normalize["std"])
+    normalize = loaded.meta.normalize
+    e = embed(loaded.model, pairs.images[[a, b]], normalize.mean, normalize.std)
     expected = F.cosine_similarity(e[:1], e[1:]).item()
     shown = [m.value for m in app.markdown if m.value.startswith("cosine similarity")]
     assert shown[0] == f"cosine similarity **{expected:.3f}**"

@@ -107,6 +107,33 @@ def test_convnext_recipe_and_a_margin_loss():
     assert app.number_input(key="train.lp.margin_rad").value == pytest.approx(0.5)
 
 
+def test_triplet_and_center_losses_show_and_set_their_p_x_k_batches():
+    app = train_page()
+    assert not any("identities × K" in c.value for c in app.caption)  # CE trains on shuffled images
+    app.selectbox(key="train.loss").set_value("triplet").run()
+    captions = " ".join(c.value for c in app.caption)
+    assert "**P = 16 identities × K = 4 images per batch** (batch size 64 = P × K" in captions
+    assert "Batch-hard mining needs positives in the batch" in captions
+    app.number_input(key="train.images_per_identity").set_value(8).run()
+    assert "**P = 8 identities × K = 8 images per batch**" in " ".join(c.value for c in app.caption)
+    app.selectbox(key="train.loss").set_value("center").run()
+    assert "**P = 8 identities × K = 8 images per batch**" in " ".join(c.value for c in app.caption)
+    app.number_input(key="train.images_per_identity").set_value(5).run()
+    assert any("batch_size: 64 is not a multiple of images_per_identity K = 5" in w.value for w in app.warning)
+    assert not app.exception
+
+
+def test_the_submitted_run_carries_k_for_p_x_k_losses_only():
+    values = {**train_form.defaults(), "images_per_identity": 8}
+    run = train_form.build_run("pk", TINY_MODEL, config.EMBEDDED_DATA, DEFAULT_PIPELINE, "triplet", {}, values)
+    assert run["config"]["images_per_identity"] == 8 and run["config"]["batch_size"] == 64  # P = 8
+    run = train_form.build_run("ce", TINY_MODEL, config.EMBEDDED_DATA, DEFAULT_PIPELINE, "ce", {}, values)
+    assert "images_per_identity" not in run["config"]
+    with pytest.raises(ValueError, match="^batch_size: 64 is not a multiple"):
+        train_form.build_run("pk", TINY_MODEL, config.EMBEDDED_DATA, DEFAULT_PIPELINE, "center", {},
+                             dict(values, images_per_identity=5))
+
+
 def test_a_fine_tuning_recipe_sets_its_loss_and_starting_checkpoint():
     app = train_page()
     app.selectbox(key="train.recipe").set_value("demo-arcface").run()

@@ -8,7 +8,8 @@ import pytest
 
 from lib.jobs import queue as jobs
 from lib.train import recipes
-from lib.store import runs
+from lib.store.run_folder import RunFolder
+from lib.ui import runs
 from lib.ui import train_form
 from lib.train.config import TrainConfig, config_from_run
 
@@ -20,11 +21,9 @@ def write_lines(path, *rows, tail: str = "") -> None:
 def test_metrics_skip_a_half_written_line_and_keep_the_latest_record_of_an_epoch(tmp_path):
     write_lines(tmp_path / "metrics.jsonl", {"epoch": 1, "auc": 0.6}, {"epoch": 2, "auc": 0.7},
                 {"epoch": 2, "auc": 0.75}, tail='{"epoch": 3, "au')
-    assert runs.read_metrics(tmp_path) == [{"epoch": 1, "auc": 0.6}, {"epoch": 2, "auc": 0.75}]
+    assert RunFolder(tmp_path).read_metrics() == [{"epoch": 1, "auc": 0.6}, {"epoch": 2, "auc": 0.75}]
     assert runs.final_metrics(tmp_path)["best_auc"] == 0.75 and runs.final_metrics(tmp_path)["epochs_done"] == 2
-    assert runs.read_metrics(tmp_path / "missing") == [] and runs.read_progress(tmp_path) is None
-    (tmp_path / "progress.json").write_text('{"status": "runn')  # caught mid-write
-    assert runs.read_progress(tmp_path) is None
+    assert runs.final_metrics(tmp_path / "missing") == {} and runs.metric_runs(tmp_path / "missing") == []
 
 
 def test_progress_fraction_and_durations():
@@ -62,12 +61,6 @@ def test_a_job_that_has_not_reported_yet_says_what_it_is_doing(tmp_path):
                                                         "images_per_s": 50.0, "eta_s": 65}))
     assert runs.status_line(job(tmp_path, "running")) == "epoch 1 / 3, step 4 / 12, 50 images/s, about 1 min 05 s left"
     assert runs.job_row(job(tmp_path, "running"))["ETA"] == "1 min 05 s"
-
-
-def test_log_tail_keeps_the_last_lines(tmp_path):
-    (tmp_path / "log.txt").write_text("".join(f"line {i}\n" for i in range(100)))
-    assert runs.log_tail(tmp_path, lines=3) == "line 97\nline 98\nline 99"
-    assert runs.log_tail(tmp_path / "none") == ""
 
 
 @pytest.mark.parametrize("name", sorted(recipes.all_recipes()))

@@ -3,21 +3,25 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lib.base.device import resolve_device
+from lib.model.net import FaceNet
+from lib.model.spec import ModelSpec
 from lib.store.checkpoint import load_checkpoint
 from lib.base.config import RECIPES_DIR
 from lib.train.ema import ModelEma
 from lib.train.schedule import WarmupCosine
 from lib.train.engine import Trainer, TrainConfig, config_from_run, load_run_file, train
-from lib.train.batches import EpochBatches, load_train_data, make_loader
+from lib.train.batches import EpochBatches, load_train_data, make_loader, training_batches
 from lib.train.step import margin_stuck_warning
 from lib.store.run_folder import RunFolder
-from tests.train_cases import TINY_MODEL, tiny_config, tiny_run
+from tests.train_cases import TINY_MODEL, identity_counts, record_loss_labels, tiny_config, tiny_run
 
 
 # ----------------------------------------------------------------------------- config
@@ -40,6 +44,11 @@ def test_config_round_trips_through_json():
     ({"subset": {"people": 3}}, "subset"),
     ({"ema": "yes"}, "ema"),
     ({"init_from": "checkpoints/none-such"}, "init_from"),
+    ({"loss": "triplet", "images_per_identity": 1}, "images_per_identity"),
+    ({"loss": "center", "batch_size": 10}, "batch_size"),  # not P x 4
+    ({"loss": "triplet", "identities_per_batch": 3}, "identities_per_batch"),  # 3 x 4 is not the batch of 8
+    ({"loss": "triplet", "batch_size": 4}, "identities_per_batch"),  # P = 1: no other identity to compare with
+    ({"device": "tpu"}, "device"),
 ])
 def test_bad_config_names_the_field(change, field):
     with pytest.raises(ValueError, match=rf"^{field}"):
@@ -59,6 +68,41 @@ def test_every_recipe_is_a_valid_run(path):
     config = load_run_file(path)
     assert config.name == path.stem
     assert json.loads(path.read_text())["description"]  # the Train page shows what a recipe is for
+
+
+def test_p_and_k_follow_the_batch_size_and_matter_only_to_p_x_k_losses():
+    assert TrainConfig().pk_batch() == (16, 4)  # the default batch of 64: 16 identities x 4 images
+    assert tiny_config(loss="triplet", batch_size=12, images_per_identity=3).pk_batch() == (4, 3)
+    assert tiny_config(loss="center", batch_size=12, identities_per_batch=6, images_per_identity=2).pk_batch() == (6, 2)
+    assert tiny_config(batch_size=10, images_per_identity=1).batch_size == 10  # CE batches are not P x K
+
+
+def test_a_p_x_k_batch_needs_as_many_identities_as_p(tmp_path):
+    # 10 identities in the tiny data: P = 48 / 4 = 12 is too many.
+    with pytest.raises(ValueError, match=r"^identities_per_batch: .* only 10; use a batch_size of at most 40"):
+        Trainer(tiny_config(loss="triplet", batch_size=48), tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_one_function_resolves_the_device_a_run_asks_for(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="^device: 'cuda' was asked for but no GPU is available"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(ValueError, match="^device: 'cuda:2' was asked for but this machine has 2 GPU"):
+        resolve_device("cuda:2")
+    with pytest.raises(ValueError, match="^device: 'gpu' is not one of auto, cpu, cuda, cuda:N"):
+        resolve_device("gpu")
+
+
+def test_the_training_pass_gives_the_embedding_and_the_plain_classifiers_logits():
+    model = FaceNet(replace(ModelSpec.from_dict(TINY_MODEL), num_classes=5)).eval()
+    images = torch.randn(2, 3, 64, 64)
+    embeddings, logits = model.embed_and_classify(images)
+    assert torch.equal(embeddings, model.embed(images)) and torch.equal(logits, model(images))
 
 
 def test_label_smoothing_reaches_the_loss_unless_loss_params_set_it():
@@ -111,7 +155,70 @@ def test_batches_are_reproducible_and_the_same_in_worker_processes():
     assert in_process[0][0].dtype == torch.float32 and abs(float(in_process[0][0].mean())) < 1.5
 
 
+def test_p_x_k_batches_are_the_same_per_seed_and_epoch_in_workers_and_after_a_resume():
+    config = tiny_config(loss="triplet", batch_size=12, images_per_identity=3)
+    data = load_train_data(config.data_folder(), subset={"classes": 10})
+    batches = training_batches(config, data)
+    assert batches.batches_per_epoch() == len(data.train) // 12
+    batches.set_epoch(1)
+    in_process = list(make_loader(batches, workers=0))
+    in_worker = list(make_loader(batches, workers=1))
+    for (a, la), (b, lb) in zip(in_process, in_worker, strict=True):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+        assert identity_counts(la.tolist()) == {identity: 3 for identity in set(la.tolist())} and len(set(la.tolist())) == 4
+    batches.set_epoch(1, start=2)  # a resumed epoch continues with its third batch
+    assert torch.equal(next(iter(make_loader(batches, 0)))[1], in_process[2][1])
+    again = training_batches(config, data)  # another run with the same seed
+    again.set_epoch(1)
+    labels = [y.tolist() for _, y in in_process]
+    assert [y.tolist() for _, y in make_loader(again, 0)] == labels
+    again.set_epoch(0)
+    assert [y.tolist() for _, y in make_loader(again, 0)] != labels  # another epoch, other batches
+
+
 # ----------------------------------------------------------------------------- real runs
+
+@pytest.mark.parametrize("loss", ["triplet", "center"])
+def test_metric_losses_get_batches_of_p_identities_times_k_images(tmp_path, loss):
+    # batch_size 8 with the default K = 4 images per identity: P = 2 identities in every batch.
+    trainer = Trainer(tiny_config(loss=loss, epochs=2), tmp_path)
+    seen = record_loss_labels(trainer)
+    assert trainer.run()["status"] == "done"
+    assert len(seen) == trainer.total_steps == 2 * (len(trainer.data.train) // 8)
+    for labels in seen:
+        assert identity_counts(labels) == {identity: 4 for identity in set(labels)} and len(set(labels)) == 2
+    assert seen[:trainer.steps_per_epoch] != seen[trainer.steps_per_epoch:]  # each epoch draws anew
+
+
+def test_p_and_k_can_be_set_and_ce_batches_are_not_p_x_k(tmp_path):
+    trainer = Trainer(tiny_config(loss="triplet", epochs=1, batch_size=12, identities_per_batch=6,
+                                  images_per_identity=2), tmp_path / "triplet")
+    seen = record_loss_labels(trainer)
+    trainer.run()
+    assert seen and all(identity_counts(labels) == dict.fromkeys(set(labels), 2) and len(set(labels)) == 6
+                        for labels in seen)
+    ce = Trainer(tiny_config(epochs=1), tmp_path / "ce")
+    seen = record_loss_labels(ce)
+    ce.run()
+    assert len(seen) == ce.steps_per_epoch and all(len(labels) == 8 for labels in seen)
+    assert any(set(identity_counts(labels).values()) != {4} for labels in seen)  # shuffled images, as before
+
+
+def test_a_p_x_k_run_resumed_mid_epoch_sees_the_batches_of_an_uninterrupted_run(tmp_path):
+    config = tiny_config(loss="center", epochs=2)
+    straight = Trainer(config, tmp_path / "straight")
+    uninterrupted = record_loss_labels(straight)
+    straight.run()
+    steps = []
+    first = Trainer(config, tmp_path / "split", should_stop=lambda: steps.append(1) or len(steps) == 5)
+    before = record_loss_labels(first)
+    assert first.run()["status"] == "cancelled"
+    second = Trainer(config, tmp_path / "split")
+    after = record_loss_labels(second)
+    assert second.run(resume=True)["status"] == "done"
+    assert before + after == uninterrupted
+
+
 
 def test_two_epochs_learn_and_write_the_run_folder(tmp_path):
     events = []
@@ -125,8 +232,8 @@ def test_two_epochs_learn_and_write_the_run_folder(tmp_path):
     progress = json.loads((tmp_path / "progress.json").read_text())
     assert progress["status"] == "done" and progress["step"] == progress["total_steps"] == records[1]["step"]
     best = load_checkpoint(tmp_path / "best")
-    assert best.meta["metrics"]["auc"] == max(r["auc"] for r in records)
-    assert best.spec.num_classes == 10 and len(best.meta["classes"]) == 10
+    assert best.meta.metrics["auc"] == max(r["auc"] for r in records)
+    assert best.spec.num_classes == 10 and len(best.meta.classes) == 10
     assert json.loads((tmp_path / "config.json").read_text())["model"] == config_from_run(tiny_run()).model
     assert [e["kind"] for e in events if e["kind"] in ("start", "epoch", "done")] == ["start", "epoch", "epoch", "done"]
 
@@ -164,7 +271,7 @@ def test_options_run_mixing_ema_clipping_adamw_and_a_worker(tmp_path):
     # With EMA on, the checkpoint holds the averaged weights, not the raw ones.
     assert torch.equal(saved["classifier.weight"], resume["ema"]["module"]["classifier.weight"])
     assert not torch.equal(saved["classifier.weight"], resume["model"]["classifier.weight"])
-    assert load_checkpoint(tmp_path / "last").meta["config"]["drop_path_rate"] == 0.1
+    assert load_checkpoint(tmp_path / "last").meta.config["drop_path_rate"] == 0.1
 
 
 def test_fp16_without_a_gpu_falls_back_to_fp32_with_a_warning(tmp_path):

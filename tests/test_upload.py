@@ -52,7 +52,7 @@ def test_loose_files_rebuild_the_same_model(saved):
     model, run = saved
     loaded = upload.load_upload(_files(run / "best", "model.safetensors", "meta.json", "loss.safetensors"))
     assert _same_outputs(model, loaded.model)
-    assert loaded.meta["loss"] == "arcface" and set(loaded.loss_state) == {"weight"}
+    assert loaded.meta.loss == "arcface" and set(loaded.loss_state) == {"weight"}
     assert loaded.spec == model.spec
 
 
@@ -173,3 +173,15 @@ def test_a_zipped_torch_checkpoint_gets_a_safetensors_hint():
     entries = {"run/best/model.pth": buffer.getvalue(), "run/best/meta.json": b"{}"}
     with pytest.raises(ValueError, match="pickled files"):
         upload.load_upload([("run.zip", _zip(entries))])
+
+
+def test_an_uploaded_meta_with_a_bad_field_is_refused_naming_it(saved):
+    _, run = saved
+    meta = json.loads((run / "best/meta.json").read_text())
+    meta["metrics"] = {"auc": float("nan")}
+    weights = _files(run / "best", "model.safetensors")
+    with pytest.raises(ValueError, match="meta.json: metrics.auc: nan is not a finite number"):
+        upload.load_upload(weights + [("meta.json", json.dumps(meta).encode())])
+    meta["metrics"], meta["classes"] = {"auc": 0.5}, "abcde"
+    with pytest.raises(ValueError, match="meta.json: classes: 'abcde' is not a list of names"):
+        upload.load_upload(weights + [("meta.json", json.dumps(meta).encode())])

@@ -23,3 +23,22 @@ def tiny_run(**config) -> dict:
 
 def tiny_config(**config) -> TrainConfig:
     return config_from_run(tiny_run(**config))
+
+
+def record_loss_labels(trainer) -> list[list[int]]:
+    """The labels of every training batch the trainer's loss module is called with, in order (a spy
+    on its forward: the real loss still runs). Evaluation calls it too, in eval mode: not recorded."""
+    seen: list[list[int]] = []
+    forward = trainer.loss_module.forward
+
+    def spy(embeddings, logits, targets):
+        if trainer.loss_module.training:
+            seen.append(targets.tolist())
+        return forward(embeddings, logits, targets)
+
+    trainer.loss_module.forward = spy
+    return seen
+
+
+def identity_counts(labels: list[int]) -> dict[int, int]:
+    return {identity: labels.count(identity) for identity in set(labels)}

@@ -52,12 +52,20 @@ def pair_data(root: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
+def pair_folds(root: str) -> np.ndarray | None:
+    """Each pair's fold from the pairs file's fold column (for the k-fold accuracy); None without one."""
+    from lib.data.datasets import load_pairs
+    folds = load_pairs(root).folds
+    return None if folds is None else folds.numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
 def summary(folder: str, modified: float, label: str, root: str, kind: str) -> tuple[dict, tuple]:
     """(metrics row, (scores, labels, pairs)) of one checkpoint on one data set."""
     model = load(folder, modified, label)
     pairs, pair_labels = pair_data(root)
     view = explore_metrics.verification_view(embeddings(folder, modified, label, root, "verification"),
-                                             pairs, pair_labels)
+                                             pairs, pair_labels, pair_folds(root))
     dev = images(root, "dev")
     top1 = explore_metrics.dev_top1(model, dev, embeddings(folder, modified, label, root, "dev"))
     chosen = images(root, kind)

@@ -75,7 +75,7 @@ figure = explore_inspect.curves_figure(rows)
 if figure is not None:
     st.plotly_chart(figure, key="inspect.curves")
 with st.expander("Spec and training config (JSON)"):
-    st.json({"spec": spec.to_dict(), "config": model.meta.get("config", {})}, expanded=False)
+    st.json({"spec": spec.to_dict(), "config": model.meta.config}, expanded=False)
 
 st.subheader("Its embeddings and what it looks at")
 if not st.toggle("Embed the dev and verification images (cached after the first time)", key="inspect.embed"):
@@ -91,7 +91,7 @@ try:
 except ValueError as err:
     show_error(f"This checkpoint does not fit the data set: {err}", "Pick the data set it was trained on.")
     st.stop()
-view = explore_metrics.verification_view(raw_ver, pairs, pair_labels)
+view = explore_metrics.verification_view(raw_ver, pairs, pair_labels, state.pair_folds(root))
 row = explore_metrics.metrics_row(view, explore_metrics.dev_top1(model, dev, raw_dev),
                                   explore_metrics.angles(raw_dev, dev.labels))
 left, right = st.columns([3, 2])

@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from lib.jobs import queue as jobs
-from lib.store import runs
+from lib.store.run_folder import RunFolder
+from lib.ui import runs
 from lib.ui.run_plots import accuracy_vs_macs, overlay, run_curves
 from views.common import runs_dir, show_error
 
@@ -65,7 +66,7 @@ def jobs_table() -> None:
 def show_failure(job: jobs.Job) -> None:
     """A crashed job: its reason and the end of its log, never a traceback of the app."""
     st.error(f"**This run failed:** {job.reason or 'no reason recorded'}", icon=":material/error:")
-    tail = job.log_tail or runs.log_tail(job.run_dir)
+    tail = job.log_tail or RunFolder(job.run_dir).log_tail()
     if tail:
         st.caption("Last lines of its log:")
         st.code(tail, language=None)
@@ -95,7 +96,7 @@ def controls(job: jobs.Job) -> None:
 
 
 def show_status(job: jobs.Job) -> None:
-    st.progress(1.0 if job.state == "done" else runs.progress_fraction(runs.read_progress(job.run_dir)),
+    st.progress(1.0 if job.state == "done" else runs.progress_fraction(RunFolder(job.run_dir).read_progress()),
                 text=f"{ICONS[job.state]} **{job.state}**: {runs.status_line(job)}")
     st.caption(f"by {job.user} · on {job.device or 'not started'} · folder `{job.run_dir.name}`")
     if job.state == "failed":
@@ -115,7 +116,7 @@ def job_detail(job_id: str) -> None:
         return
     with status:
         show_status(job)
-    rows = runs.read_metrics(job.run_dir)
+    rows = RunFolder(job.run_dir).read_metrics()
     for warning in runs.run_warnings(rows):
         st.warning(warning, icon=":material/warning:")
     if rows:
@@ -131,7 +132,7 @@ def job_detail(job_id: str) -> None:
         st.info("Curves appear after the first epoch (each point is one epoch, measured on the dev split and the "
                 "verification pairs).", icon=":material/hourglass_top:")
     with st.expander("Log (last lines)", expanded=job.state == "running" and not rows):
-        st.code(runs.log_tail(job.run_dir) or "(empty so far)", language=None)
+        st.code(RunFolder(job.run_dir).log_tail() or "(empty so far)", language=None)
 
 
 def compare() -> None:
@@ -147,7 +148,7 @@ def compare() -> None:
     folders = {names[name]: queue.runs_dir / name for name in chosen}
     metric = st.selectbox("Curve", list(runs.CURVES), index=list(runs.CURVES).index("auc"),
                           format_func=runs.CURVES.get, key="runs.compare_metric")
-    st.plotly_chart(overlay({label: runs.read_metrics(p) for label, p in folders.items()}, metric))
+    st.plotly_chart(overlay({label: RunFolder(p).read_metrics() for label, p in folders.items()}, metric))
     table = runs.compare_rows(list(folders.items()))
     st.dataframe(table, hide_index=True, placeholder=runs.EMPTY, column_config={
         "params": st.column_config.NumberColumn(format="compact"),

@@ -158,6 +158,16 @@ if "label_smoothing" in info.params:
     left, right = st.columns([1, 2])
     loss_params["label_smoothing"] = loss_widget("label_smoothing", info.params["label_smoothing"], left)
     right.caption(train_form.label_smoothing_lesson(facts["identities"], loss_params["label_smoothing"]))
+fallback = train_form.recipe_values(recipes[st.session_state["train.recipe"]])
+fallback.setdefault("drop_path_rate", float(spec.get("drop_path_rate", 0.0)))  # the model's own
+pk_batch = {}  # K, for a loss that trains on P x K batches
+if info.needs_pk_batches:
+    left, right = st.columns([1, 2])
+    pk_batch[train_form.PK_FIELD.name] = widget(train_form.PK_FIELD, left, fallback)
+    batch_size = st.session_state.get("train.batch_size", fallback["batch_size"])  # its widget is in section 4
+    right.caption(train_form.pk_batch_lesson(loss, batch_size, pk_batch[train_form.PK_FIELD.name]))
+    if problem := train_form.pk_batch_problem(loss, batch_size, pk_batch[train_form.PK_FIELD.name]):
+        st.warning(problem, icon=":material/warning:")
 if info.has_class_weights and loss != "center" and scheme == "joint":
     st.caption("From scratch a margin loss may stay near chance for a while; if it does, fine-tune a CE "
                "checkpoint instead (training scheme above).")
@@ -170,9 +180,7 @@ trained = "the checkpoint being fine-tuned" if scheme == "sequential" else SOURC
 st.caption(train_form.recipe_summary(recipes[st.session_state["train.recipe"]], spec, trained))
 with st.expander("The ConvNeXt recipe from the course, and how it was scaled to LFW-64"):
     st.table(convnext_table(recipes.get(CONVNEXT_RECIPE)))
-values: dict = {}
-fallback = train_form.recipe_values(recipes[st.session_state["train.recipe"]])
-fallback.setdefault("drop_path_rate", float(spec.get("drop_path_rate", 0.0)))  # the model's own
+values: dict = dict(pk_batch)
 for group_name, group_items in train_form.GROUPS.items():
     render_group(group_name, group_items, values, fallback, info, model)
 if values.get("channels_last") and (crash_note := channels_last_warning(spec)):

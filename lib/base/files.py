@@ -109,18 +109,6 @@ def recover_folder(folder: Path) -> None:
         os.replace(aside, folder)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    temp = _temp_beside(path)
-    try:
-        temp.write_bytes(data)
-        fsync_file(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def atomic_save_npy(path: str | os.PathLike, values) -> None:
     """A numpy array as .npy (never pickled), written beside ``path`` and renamed over it."""
     import numpy as np

@@ -1,8 +1,9 @@
 """`python -m lib evaluate CHECKPOINT_DIR [--data ROOT] [--pairs FILE] [--flip] [--json]`.
 
 Prints dev identification accuracy (top-1, top-5) and verification ROC AUC,
-EER and TPR at FPR 1e-2 / 1e-3 of a checkpoint, on the data set it was
-trained on unless --data names another. Exit code 0, or 2 when the checkpoint
+EER, TPR at FPR 1e-2 / 1e-3 and the k-fold accuracy (over the pairs file's
+fold column when it has one, else 10 folds) of a checkpoint, on the data set it
+was trained on unless --data names another. Exit code 0, or 2 when the checkpoint
 or the data set cannot be used.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ def format_report(report) -> str:
              f"  TPR at FPR 1e-2     {m['tpr_at_fpr_1e-2']:.4f}",
              f"  TPR at FPR 1e-3     {m['tpr_at_fpr_1e-3']:.4f}",
              f"  best accuracy       {m['best_accuracy']:.4f} (threshold {m['best_threshold']:.3f})",
-             f"  10-fold accuracy    {m['kfold_mean']:.4f} +- {m['kfold_std']:.4f}"]
+             f"  k-fold accuracy     {m['kfold_mean']:.4f} +- {m['kfold_std']:.4f}"]
     return "\n".join(lines)
 
 

@@ -10,7 +10,6 @@ Exit codes: 0 done or cancelled, 1 failed (reason in progress.json), 2 bad confi
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -69,11 +68,13 @@ def print_event(event: dict) -> None:
 
 
 def _load_config(args, out: Path | None):
+    from lib.store.run_folder import RunFolder
     from lib.train.engine import TrainConfig, load_run_file
     if args.run_file:
         return load_run_file(args.run_file)
-    if args.resume and out is not None and (out / "config.json").is_file():
-        return TrainConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8"))).validate()
+    saved = RunFolder(out).read_config() if args.resume and out is not None else {}
+    if saved:
+        return TrainConfig.from_dict(saved).validate()
     raise ValueError("give a RUN.json (or --resume with --out DIR of an existing run)")
 
 
@@ -108,8 +109,9 @@ def run(args) -> int:
 def publish(out: Path, target: Path, run_file: str | None, summary: dict) -> None:
     """Copy the run's best checkpoint, recording how it was made and what the run cost."""
     from lib.store.checkpoint import publish_checkpoint
+    from lib.store.run_folder import RunFolder
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     extra = {"recipe": str(run_file) if run_file else "", "run_wall_s": round(summary["elapsed_s"], 1),
              "run_epochs": summary["epoch"], "machine": {"cpus": os.cpu_count(), "load_average_1min_at_end": load}}
-    publish_checkpoint(out / "best", target, extra)
+    publish_checkpoint(RunFolder(out).best, target, extra)
     print(f"published the best checkpoint to {target}", flush=True)

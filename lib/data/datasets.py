@@ -5,7 +5,7 @@ Layout (the embedded data/lfw64 follows it)::
     cls_data/train/<identity>/*.jpg    closed-set classification, training
     cls_data/dev/<identity>/*.jpg      the same identities, held-out images
     ver_data/*.jpg                     verification images (other people)
-    val_pairs.txt                      "ver_data/a.jpg ver_data/b.jpg 1|0"
+    val_pairs.txt                      "ver_data/a.jpg ver_data/b.jpg 1|0 [fold]"
     test_pairs.txt                     optional, same without the label
 
 Small sets are decoded once and kept in memory, so an epoch costs tensor
@@ -22,6 +22,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torchvision.io import ImageReadMode, decode_image, read_file
@@ -76,6 +77,9 @@ class PairSet:
     corrupt: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # line number of each kept pair
+    # int64 [P]: each pair's fold from the file's 4th column (LFW's pairs number them), for the
+    # k-fold accuracy; None when the file has no fold column.
+    folds: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -270,19 +274,61 @@ def channel_stats(root: str | os.PathLike) -> tuple[tuple[float, ...], tuple[flo
 
 # ----------------------------------------------------------------------------- verification pairs
 
-def parse_pairs_text(text: str) -> tuple[list[tuple[int, str, str, int]], list[str]]:
-    """Lines "a b [0|1]" -> [(line number, a, b, label)] and messages for malformed lines.
-    Blank lines and lines starting with '#' are ignored; a missing label is -1."""
+PAIRS_LINE = "'ver_data/a.jpg ver_data/b.jpg 1|0 [fold]'"
+
+
+class PairLine(NamedTuple):
+    """One well-formed line of a pairs file."""
+
+    line: int  # its number in the file, from 1
+    a: str
+    b: str
+    label: int  # 1 same, 0 different, -1 not given
+    fold: int | None  # the optional 4th column; None when the line has none
+
+
+def parse_pairs_text(text: str) -> tuple[list[PairLine], list[str]]:
+    """Lines "a b [1|0 [fold]]" -> [PairLine] and messages for malformed lines.
+
+    Blank lines and lines starting with '#' are ignored; a missing label is -1. The fold
+    column is all or nothing: the first well-formed line decides whether the file has one,
+    and a line that differs from it is reported and skipped (its pair would have no fold).
+    """
     rows, problems = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("0", "1")):
-            problems.append(f"line {number}: expected 'ver_data/a.jpg ver_data/b.jpg 1|0', got {line.strip()!r}")
-            continue
-        rows.append((number, parts[0], parts[1], int(parts[2]) if len(parts) == 3 else -1))
+        row = _pair_line(number, parts)
+        if row is None:
+            problems.append(f"line {number}: expected {PAIRS_LINE}, got {line.strip()!r}")
+        elif rows and (row.fold is None) != (rows[0].fold is None):
+            problems.append(_mixed_fold_column(row, rows[0]))
+        else:
+            rows.append(row)
     return rows, problems
+
+
+def _pair_line(number: int, parts: list[str]) -> PairLine | None:
+    """The line's pair, or None when its columns are not "a b", "a b 1|0" or "a b 1|0 fold"."""
+    if len(parts) == 2:
+        return PairLine(number, parts[0], parts[1], -1, None)
+    has_fold = len(parts) == 4
+    if len(parts) not in (3, 4) or parts[2] not in ("0", "1") or (has_fold and not _is_count(parts[3])):
+        return None
+    return PairLine(number, parts[0], parts[1], int(parts[2]), int(parts[3]) if has_fold else None)
+
+
+def _is_count(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone also takes digits of other scripts
+
+
+def _mixed_fold_column(row: PairLine, first: PairLine) -> str:
+    if row.fold is None:
+        return (f"line {row.line}: no fold column, but line {first.line} has one "
+                f"(give every line a fold, or none)")
+    return (f"line {row.line}: a fold column ({row.fold}), but line {first.line} has none "
+            f"(give every line a fold, or none)")
 
 
 def _inside(root: Path, rel: str) -> bool:
@@ -303,7 +349,7 @@ def load_pairs(root: str | os.PathLike, pairs_file: str = "val_pairs.txt") -> Pa
         raise ValueError(f"{root}: pairs file {pairs_file!r} not found")
     text = file.read_text(encoding="utf-8", errors="replace")
     rows, problems = parse_pairs_text(text)
-    names = sorted({name for _, a, b, _ in rows for name in (a, b)})
+    names = sorted({name for row in rows for name in (row.a, row.b)})
     fingerprint = tuple((n, (root / n).stat().st_mtime_ns) if (root / n).is_file() else (n, None) for n in names)
     key = (str(root), pairs_file, hash((text, fingerprint)))
     with _LOCK:
@@ -315,24 +361,26 @@ def load_pairs(root: str | os.PathLike, pairs_file: str = "val_pairs.txt") -> Pa
 
 def _decode_pairs(root: Path, pairs_file: str, rows: list, problems: list[str]) -> PairSet:
     bad: dict[str, str] = {}
-    for name in sorted({n for _, a, b, _ in rows for n in (a, b)}):
+    named = {n for row in rows for n in (row.a, row.b)}
+    for name in sorted(named):
         if not _inside(root, name):
             bad[name] = "is outside the data set folder"
         elif not (root / name).is_file():
             bad[name] = "not found"
-    wanted = sorted({n for _, a, b, _ in rows for n in (a, b)} - set(bad))
+    wanted = sorted(named - set(bad))
     images, kept, corrupt, resized, _ = _stack(root, wanted)
     bad.update({name: "could not be decoded" for name in corrupt})
     position = {wanted[i]: slot for slot, i in enumerate(kept)}
-    pairs, labels, lines = [], [], []
-    for number, a, b, label in rows:
-        missing = [f"{n!r} {bad[n]}" for n in (a, b) if n in bad]
+    pairs, labels, lines, folds = [], [], [], []
+    for row in rows:
+        missing = [f"{n!r} {bad[n]}" for n in (row.a, row.b) if n in bad]
         if missing:
-            problems.append(f"line {number}: " + "; ".join(missing))
+            problems.append(f"line {row.line}: " + "; ".join(missing))
             continue
-        pairs.append((position[a], position[b]))
-        labels.append(label)
-        lines.append(number)
+        pairs.append((position[row.a], position[row.b]))
+        labels.append(row.label)
+        lines.append(row.line)
+        folds.append(row.fold)
     problems.sort(key=lambda message: int(message.split(":")[0].split()[1]))
     if not pairs:
         listed = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" if len(problems) > 5 else "")
@@ -341,4 +389,5 @@ def _decode_pairs(root: Path, pairs_file: str, rows: list, problems: list[str]) 
     return PairSet(images=images, paths=[wanted[i] for i in kept],
                    pairs=torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2),
                    labels=torch.tensor(labels, dtype=torch.int64), problems=problems,
-                   corrupt=corrupt, resized=resized, lines=lines)
+                   corrupt=corrupt, resized=resized, lines=lines,
+                   folds=None if folds[0] is None else torch.tensor(folds, dtype=torch.int64))

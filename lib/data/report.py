@@ -157,6 +157,17 @@ def _check_pairs(root: Path, name: str, report: DataReport) -> None:
         _problem(report, f"{name}: {len(unlabeled)} pairs have no 1/0 label (lines {lines})")
     if not report.same_pairs or not report.different_pairs:
         _problem(report, f"{name}: needs both same (1) and different (0) pairs to measure verification", fatal=True)
+    _check_folds(name, pairs, report)
+
+
+def _check_folds(name: str, pairs, report: DataReport) -> None:
+    """A fold column with a single fold leaves the k-fold accuracy nothing to train a threshold on."""
+    if pairs.folds is None:
+        return
+    folds = sorted(set(pairs.folds[pairs.labels >= 0].tolist()))
+    if len(folds) < 2:
+        _problem(report, f"{name}: the fold column names {len(folds)} fold ({', '.join(map(str, folds))}); "
+                         f"k-fold accuracy needs at least 2, so it is not measured")
 
 
 def _fingerprint(root: Path) -> tuple:

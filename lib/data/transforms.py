@@ -34,8 +34,6 @@ IMAGE_SIZE = Expr("IMAGE_SIZE")  # resolved from each input image at call time
 MEAN = Expr("MEAN")  # resolved from the data set's statistics at build time
 STD = Expr("STD")
 
-PARAM_KINDS = ("int", "float", "range", "choice", "floats")
-
 
 @dataclass(frozen=True)
 class Param:

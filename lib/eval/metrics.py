@@ -9,10 +9,16 @@ the threshold gives the ROC curve; the numbers below summarise it:
 - TPR at FPR f: the share of same-person pairs accepted while at most a share f
   of different-person pairs get through.
 - Best accuracy: over all thresholds (optimistic: the threshold saw the labels);
-  the LFW 10-fold accuracy picks the threshold on 9 folds and tests on the 10th.
+  the LFW 10-fold accuracy picks the threshold on 9 folds and tests on the 10th
+  (the folds a pairs file gives in its fold column, else 10 interleaved ones).
+
+scikit-learn computes the ROC curve and its AUC; what it has no function for
+(EER, TPR at a target FPR, the best threshold and the k-fold accuracy) is read
+off its curve here.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,37 +116,65 @@ class VerificationResult:
         return {k: float(v) for k, v in out.items()}
 
 
-def _labeled(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs labeled 0/1 (unlabeled pairs, label -1, are left out)."""
-    scores = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64).ravel()
-    labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64).ravel()
+def _flat(values, dtype) -> np.ndarray:
+    """A 1-D numpy copy of a tensor, array or list (a list of floats stays float64, not torch's float32)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype).ravel()
+
+
+def _labeled(scores, labels, pair_folds=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pairs labeled 0/1, with their folds if given (unlabeled pairs, label -1, are left out)."""
+    scores, labels = _flat(scores, np.float64), _flat(labels, np.int64)
     if scores.shape != labels.shape:
         raise ValueError(f"scores and labels differ in length: {scores.size} vs {labels.size}")
     keep = labels >= 0
     scores, labels = scores[keep], labels[keep]
     if np.any(labels > 1) or not np.isfinite(scores).all():
         raise ValueError("labels must be 1 (same), 0 (different) or -1 (unlabeled), and scores finite")
-    return scores, labels
+    if pair_folds is None:
+        return scores, labels, None
+    pair_folds = _flat(pair_folds, np.int64)
+    if pair_folds.size != keep.size:
+        raise ValueError(f"pair folds and labels differ in length: {pair_folds.size} vs {keep.size}")
+    return scores, labels, pair_folds[keep]
 
 
-def _cumulative_counts(scores, labels):
-    """Thresholds at each distinct score (descending) with true and false positives at score >= threshold."""
-    order = np.argsort(-scores, kind="mergesort")
-    ranked, truth = scores[order], labels[order]
-    last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]
-    tps = np.cumsum(truth)[last]
-    return ranked[last], tps, last + 1 - tps
-
-
-def roc(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds), one point per distinct score, starting at (0, 0) with threshold inf."""
-    scores, labels = _labeled(scores, labels)
+def _require_both_kinds(labels: np.ndarray) -> None:
     positives, negatives = int(labels.sum()), int((labels == 0).sum())
     if positives == 0 or negatives == 0:
         raise ValueError(f"verification needs both same and different pairs; got {positives} same, "
                          f"{negatives} different")
-    thresholds, tps, fps = _cumulative_counts(scores, labels)
-    return (np.r_[0.0, fps / negatives], np.r_[0.0, tps / positives], np.r_[np.inf, thresholds])
+
+
+def _roc_curve(scores: np.ndarray, labels: np.ndarray):
+    """scikit-learn's ROC curve with a point at every distinct score (EER interpolation and the
+    best threshold need them all). On a one-kind subset (a k-fold training set can be one) the
+    missing kind's rate is NaN: its warning is silenced, ``_accepted_counts`` reads it as zero."""
+    # Imported here: scikit-learn's metrics add most of a second to every process importing lib.
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import roc_curve
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return roc_curve(labels, scores, pos_label=1, drop_intermediate=False)
+
+
+def roc(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), one point per distinct score, starting at (0, 0) with threshold inf."""
+    scores, labels, _ = _labeled(scores, labels)
+    _require_both_kinds(labels)
+    return _roc_curve(scores, labels)
+
+
+def roc_auc(scores, labels) -> float:
+    """Area under the ROC curve: the chance that a same pair scores above a different pair
+    (a tie counts half)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores, labels, _ = _labeled(scores, labels)
+    _require_both_kinds(labels)
+    return float(roc_auc_score(labels, scores))
 
 
 def equal_error_rate(fpr, tpr, thresholds) -> tuple[float, float]:
@@ -154,6 +188,21 @@ def equal_error_rate(fpr, tpr, thresholds) -> tuple[float, float]:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1])), float(thresholds[i])
 
 
+def tpr_at_fpr(fpr, tpr, target: float) -> float:
+    """The highest TPR of an ROC point whose FPR is at most ``target`` (the curve starts at (0, 0))."""
+    return float(tpr[fpr <= target].max())
+
+
+def _accepted_counts(scores: np.ndarray, labels: np.ndarray):
+    """(thresholds, same pairs accepted, different pairs accepted) at each distinct score, descending,
+    read back from scikit-learn's rates. A kind with no pair has no rate: none of it is accepted."""
+    fpr, tpr, thresholds = _roc_curve(scores, labels)
+    positives, negatives = int(labels.sum()), int((labels == 0).sum())
+    same = np.rint(tpr[1:] * positives) if positives else np.zeros(thresholds.size - 1)
+    different = np.rint(fpr[1:] * negatives) if negatives else np.zeros(thresholds.size - 1)
+    return thresholds[1:], same, different
+
+
 def best_threshold(scores, labels) -> tuple[float, float]:
     """(threshold, accuracy) maximising accuracy of "same if score >= threshold".
 
@@ -161,52 +210,59 @@ def best_threshold(scores, labels) -> tuple[float, float]:
     the last accepted score and the next lower one, so unseen pairs (the k-fold test
     fold) are not rejected just for falling a hair below a training score.
     """
-    scores, labels = _labeled(scores, labels)
-    thresholds, tps, fps = _cumulative_counts(scores, labels)
-    correct = tps + (int((labels == 0).sum()) - fps)
+    scores, labels, _ = _labeled(scores, labels)
+    thresholds, same, different = _accepted_counts(scores, labels)
+    correct = same + (int((labels == 0).sum()) - different)
     j = int(np.argmax(correct))
     cut = (thresholds[j] + thresholds[j + 1]) / 2 if j + 1 < thresholds.size else thresholds[j]
     return float(cut), float(correct[j] / labels.size)
 
 
-def kfold_accuracy(scores, labels, folds=10) -> np.ndarray:
+def kfold_accuracy(scores, labels, folds=10, pair_folds=None) -> np.ndarray:
     """LFW protocol: for each fold, the best threshold on the other folds, accuracy on this one.
 
-    Folds are fixed and interleaved (pair i belongs to fold i mod folds), so a pairs
-    file sorted by label still gives folds with both kinds of pair.
+    ``pair_folds`` gives each pair's fold (as the fold column of a pairs file does), one per
+    score, unlabeled pairs included. Without it there are ``folds`` fixed interleaved folds
+    (pair i belongs to fold i mod folds), so a pairs file sorted by label still gives folds
+    with both kinds of pair. Empty when there are too few pairs or fewer than two folds.
     """
-    scores, labels = _labeled(scores, labels)
-    if labels.size < folds:
+    scores, labels, fold_of = _labeled(scores, labels, pair_folds)
+    if fold_of is None:
+        if labels.size < folds:
+            return np.full(0, np.nan)
+        fold_of = np.arange(labels.size) % folds
+    names = np.unique(fold_of)
+    if names.size < 2:
         return np.full(0, np.nan)
-    fold_of = np.arange(labels.size) % folds
     accuracies = []
-    for fold in range(folds):
+    for fold in names:
         test = fold_of == fold
         threshold, _ = best_threshold(scores[~test], labels[~test])
         accuracies.append(np.mean((scores[test] >= threshold) == labels[test]))
     return np.asarray(accuracies)
 
 
-def verification_metrics(scores, labels) -> VerificationResult:
-    """All verification numbers from pair scores and 0/1 labels (-1 = unlabeled, ignored)."""
+def verification_metrics(scores, labels, pair_folds=None) -> VerificationResult:
+    """All verification numbers from pair scores and 0/1 labels (-1 = unlabeled, ignored);
+    ``pair_folds``: each pair's fold for the k-fold accuracy (None: 10 interleaved folds)."""
     fpr, tpr, thresholds = roc(scores, labels)
-    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
     eer, eer_threshold = equal_error_rate(fpr, tpr, thresholds)
-    tpr_at = {f: float(tpr[fpr <= f].max()) for f in FPR_TARGETS}
     threshold, accuracy = best_threshold(scores, labels)
-    folds = kfold_accuracy(scores, labels)
+    folds = kfold_accuracy(scores, labels, pair_folds=pair_folds)
     return VerificationResult(
-        fpr=fpr, tpr=tpr, thresholds=thresholds, auc=auc, eer=eer, eer_threshold=eer_threshold,
-        tpr_at_fpr=tpr_at, best_accuracy=accuracy, best_threshold=threshold,
+        fpr=fpr, tpr=tpr, thresholds=thresholds, auc=roc_auc(scores, labels), eer=eer,
+        eer_threshold=eer_threshold, tpr_at_fpr={f: tpr_at_fpr(fpr, tpr, f) for f in FPR_TARGETS},
+        best_accuracy=accuracy, best_threshold=threshold,
         kfold_mean=float(folds.mean()) if folds.size else float("nan"),
         kfold_std=float(folds.std()) if folds.size else float("nan"), kfold_accuracies=folds)
 
 
 def verify(model, pair_set, mean, std, flip=False, batch_size=256, device="cpu"):
-    """(VerificationResult, scores) for a PairSet: embed its images once, score its pairs."""
+    """(VerificationResult, scores) for a PairSet: embed its images once, score its pairs
+    (its own folds, when its file has a fold column, for the k-fold accuracy)."""
     embeddings = embed(model, pair_set.images, mean, std, batch_size, flip, device)
     scores = pair_scores(embeddings, pair_set.pairs)
-    return verification_metrics(scores, pair_set.labels), scores
+    return verification_metrics(scores, pair_set.labels, pair_set.folds), scores
 
 
 def _angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:

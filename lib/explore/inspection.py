@@ -1,17 +1,17 @@
 """The checkpoint inspector's content: what a checkpoint holds, in tables and curves."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lib.store.checkpoint import LOSS_FILE, META_FILE, MODEL_FILE
+from lib.store.checkpoint import LOSS_FILE, META_FILE, MODEL_FILE, CheckpointMeta
 from lib.explore.models import ExploreModel, normalization, margin_class_weights
 from lib.model.net import count_params
 from lib.model.spec import ModelSpec, embedding_dim, stage_output_sizes
+from lib.store.run_folder import RunFolder
 from lib.store.upload import UploadedCheckpoint
 
 
@@ -22,19 +22,23 @@ def from_upload(uploaded: UploadedCheckpoint, label: str) -> ExploreModel:
                         margin_class_weights(uploaded.meta, uploaded.loss_state), uploaded.fingerprint)
 
 
-def facts(spec: ModelSpec, meta: dict) -> dict[str, str]:
-    """The headline numbers of a checkpoint, as text."""
-    config = meta.get("config") or {}
+def _recorded(value) -> str:
+    return "?" if value is None else str(value)
+
+
+def facts(spec: ModelSpec, meta: CheckpointMeta) -> dict[str, str]:
+    """The headline numbers of a checkpoint, as text ("?" for what it does not record)."""
+    config = meta.config
     return {
         "model": spec.name,
         "parameters": f"{count_params(spec):,}",
         "input": f"{spec.in_chs} x {spec.input_size} x {spec.input_size}",
         "identities (classes)": f"{spec.num_classes:,}",
         "embedding size": str(embedding_dim(spec)),
-        "loss": str(meta.get("loss", "?")),
-        "best epoch": str(meta.get("epoch", "?")),  # the checkpoint is the run's best, not its last
+        "loss": _recorded(meta.loss),
+        "best epoch": _recorded(meta.epoch),  # the checkpoint is the run's best, not its last
         "trained on": Path(str(config.get("data_root", "?"))).name,
-        "created": str(meta.get("created", "?")),
+        "created": _recorded(meta.created),
     }
 
 
@@ -52,11 +56,10 @@ METRIC_TITLES = {"dev_top1": "dev top-1", "dev_top5": "dev top-5", "auc": "ROC A
                  "tpr_at_fpr_1e-2": "TPR@FPR 1e-2", "tpr_at_fpr_1e-3": "TPR@FPR 1e-3"}
 
 
-def headline_metrics(meta: dict) -> dict[str, str]:
-    metrics = meta.get("metrics") or {}
+def headline_metrics(meta: CheckpointMeta) -> dict[str, str]:
     shown = {}
     for key, title in METRIC_TITLES.items():
-        value = metrics.get(key)
+        value = meta.metrics.get(key)
         if isinstance(value, (int, float)):
             shown[title] = f"{value:.4f}" if key == "auc" else f"{value:.1%}"
     return shown
@@ -72,18 +75,11 @@ def files_table(folder: Path) -> pd.DataFrame:
 
 
 def run_metrics(folder: Path) -> list[dict]:
-    """The per-epoch rows of the run a checkpoint belongs to (runs/<id>/best -> runs/<id>/metrics.jsonl)."""
-    for candidate in (folder / "metrics.jsonl", folder.parent / "metrics.jsonl"):
-        if candidate.is_file():
-            rows = []
-            for line in candidate.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-            return rows
+    """The per-epoch rows of the run a checkpoint belongs to (runs/<id>/best -> runs/<id>/metrics.jsonl),
+    or of the folder itself when it is a run folder."""
+    for run in (RunFolder(folder), RunFolder(folder.parent)):
+        if run.metrics_file.is_file():
+            return run.read_metrics()
     return []
 
 

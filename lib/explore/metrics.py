@@ -1,5 +1,5 @@
 """The numbers the Embeddings page compares side by side: verification (ROC, AUC, EER,
-TPR@FPR, 10-fold accuracy), dev top-1, angles, and TAR/FAR with the errors at a threshold."""
+TPR@FPR, k-fold accuracy), dev top-1, angles, and TAR/FAR with the errors at a threshold."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,14 +20,17 @@ class VerificationView:
     result: VerificationResult
 
 
-def verification_view(raw: np.ndarray, pairs: np.ndarray, labels: np.ndarray) -> VerificationView:
-    """Scores of the labeled pairs from the (raw) embeddings of the verification images."""
+def verification_view(raw: np.ndarray, pairs: np.ndarray, labels: np.ndarray,
+                      folds: np.ndarray | None = None) -> VerificationView:
+    """Scores of the labeled pairs from the (raw) embeddings of the verification images;
+    ``folds``: each pair's fold from the pairs file (None: the default k-fold split)."""
     pairs, labels = np.asarray(pairs), np.asarray(labels)
     keep = labels >= 0
     pairs, labels = pairs[keep], labels[keep]
+    folds = None if folds is None else np.asarray(folds)[keep]
     embeddings = unit(raw)
     scores = np.sum(embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]], axis=1)
-    return VerificationView(scores, labels, pairs, verification_metrics(scores, labels))
+    return VerificationView(scores, labels, pairs, verification_metrics(scores, labels, folds))
 
 
 def dev_top1(explore_model: ExploreModel, choice: ImageChoice, raw: np.ndarray) -> float | None:
@@ -54,7 +57,7 @@ def angles(raw: np.ndarray, labels: np.ndarray) -> dict:
 ROWS = (
     ("ROC AUC", "auc", "{:.4f}"), ("EER", "eer", "{:.2%}"), ("EER threshold (cosine)", "eer_threshold", "{:.3f}"),
     ("TPR @ FPR = 1e-1", "tpr_at_fpr_1e-1", "{:.2%}"), ("TPR @ FPR = 1e-2", "tpr_at_fpr_1e-2", "{:.2%}"),
-    ("TPR @ FPR = 1e-3", "tpr_at_fpr_1e-3", "{:.2%}"), ("10-fold accuracy", "kfold", "{}"),
+    ("TPR @ FPR = 1e-3", "tpr_at_fpr_1e-3", "{:.2%}"), ("k-fold accuracy", "kfold", "{}"),
     ("dev top-1 (closed set)", "dev_top1", "{:.2%}"),
     ("angle within an identity (deg)", "intra_class_angle", "{:.1f}"),
     ("angle to the nearest other identity (deg)", "nearest_class_angle", "{:.1f}"),
@@ -63,7 +66,9 @@ ROWS = (
 
 def metrics_row(view: VerificationView, top1: float | None, angle: dict) -> dict:
     values = view.result.summary()
-    values["kfold"] = f"{view.result.kfold_mean:.2%} +- {view.result.kfold_std:.2%}"
+    folds = view.result.kfold_accuracies.size  # 10, or as many as the pairs file's fold column names
+    values["kfold"] = (f"{view.result.kfold_mean:.2%} +- {view.result.kfold_std:.2%} ({folds} folds)"
+                       if folds else None)  # too few pairs to split: shown as n/a
     values["dev_top1"] = top1
     values.update(angle)
     return values

@@ -10,10 +10,8 @@ restarts).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import sqlite3
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,7 +25,9 @@ import torch.nn.functional as F
 
 from lib.base import config
 from lib.base.files import atomic_save_npy
-from lib.store.checkpoint import MODEL_FILE, load_checkpoint
+from lib.jobs.queue import job_users
+from lib.store.checkpoint import MODEL_FILE, CheckpointMeta, load_checkpoint
+from lib.store.run_folder import RunFolder
 from lib.base.threads import one_thread
 from lib.losses.registry import LOSSES
 from lib.losses.margins import MarginHead
@@ -55,7 +55,7 @@ class ExploreModel:
     label: str
     folder: Path
     model: FaceNet
-    meta: dict
+    meta: CheckpointMeta
     mean: tuple
     std: tuple
     class_weights: torch.Tensor | None  # a margin head's [classes, D] weights; None: the model's classifier
@@ -63,28 +63,26 @@ class ExploreModel:
 
     @property
     def loss(self) -> str:
-        return str(self.meta.get("loss", "ce"))
+        return self.meta.loss or "ce"  # a checkpoint that records no loss was trained with cross-entropy
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta.get("classes") or [])
+        return list(self.meta.classes)
 
 
-def margin_class_weights(meta: dict, loss_state: dict) -> torch.Tensor | None:
+def margin_class_weights(meta: CheckpointMeta, loss_state: dict) -> torch.Tensor | None:
     """A margin-loss model decides classes with its loss head's normalized weights (saved in
     loss.safetensors), not with its own never-trained classifier."""
-    info = LOSSES.get(str(meta.get("loss", "ce")))
+    info = LOSSES.get(meta.loss or "ce")
     if info is None or not issubclass(info.cls, MarginHead):
         return None
     weight = loss_state.get("weight")
     return weight.float() if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
 
 
-def normalization(meta: dict) -> tuple[tuple, tuple]:
-    normalize = meta.get("normalize") or {}
-    mean, std = normalize.get("mean"), normalize.get("std")
-    if mean and std:
-        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+def normalization(meta: CheckpointMeta) -> tuple[tuple, tuple]:
+    if meta.normalize is not None:
+        return meta.normalize.mean, meta.normalize.std
     from lib.data.datasets import channel_stats  # old checkpoints: the embedded data's statistics
     return channel_stats(config.EMBEDDED_DATA)
 
@@ -118,49 +116,22 @@ def demo_checkpoints() -> list[tuple[str, Path]]:
     return [(name, folder) for name, folder in folders if (folder / MODEL_FILE).is_file()]
 
 
-def run_users(runs_dir: Path) -> dict[str, str]:
-    """job id -> who launched it, read-only from the runs folder's job registry (none: {})."""
-    from lib.jobs.queue import DB_NAME
-    path = Path(runs_dir) / DB_NAME
-    if not path.is_file():
-        return {}
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-        try:
-            return {str(i): str(u) for i, u in conn.execute("SELECT id, user FROM jobs")}
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return {}  # a busy or damaged registry only costs the user in the label
-
-
-def _run_name(run_dir: Path) -> str:
-    for file in ("config.json", "run.json"):
-        try:
-            name = json.loads((run_dir / file).read_text(encoding="utf-8")).get("name")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(name, str) and name.strip():
-            return name.strip()
-    return run_dir.name
-
-
 def short_labels(found: list[tuple[str, Path]], runs_dir: Path) -> dict[str, str]:
     """label -> folder with labels short enough for a tag or a panel title: a demo keeps its
     name ("demo-ce"); a run's best checkpoint is "<run name> (<user>)", plus the end of the run's
     id when one user ran the same name twice."""
-    users = run_users(runs_dir)
+    users = job_users(runs_dir)
     labels: dict[str, str] = {}
     for label, folder in found:
         folder = Path(folder)
-        if folder.name == "best":
-            run_dir = folder.parent
-            user = users.get(run_dir.name, "")
-            label = _run_name(run_dir) + (f" ({user})" if user else "")
+        run = RunFolder(folder.parent)
+        if folder == run.best:
+            user = users.get(run.id, "")
+            label = (run.run_name() or run.id) + (f" ({user})" if user else "")
             if label in labels:
-                label = f"{label} {run_dir.name[-4:]}"
+                label = f"{label} {run.id[-4:]}"
             if label in labels:
-                label = f"{label} {run_dir.name}"
+                label = f"{label} {run.id}"
         labels[label] = str(folder)
     return labels
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from lib.base import config
-from lib.store import runs
+from lib.store.run_folder import RunFolder
 
 FORCED = 2  # a job's cancel_requested after a forced stop (SIGKILL)
 
@@ -76,22 +76,19 @@ def process_state(pid: int | None, pid_start: str | None) -> tuple[bool, int | N
     return True, None
 
 
-def pick_device(busy: list[str | None]) -> str:
-    """The least busy GPU, or the CPU on a machine without one."""
+def least_busy_gpu(busy: list[str | None]) -> str:
+    """The GPU ("cuda:N") running the fewest of the ``busy`` jobs' devices; "cpu" on a machine
+    without a GPU."""
     gpus = gpu_ids()
     if not gpus:
         return "cpu"
     return min((f"cuda:{gpu}" for gpu in gpus), key=lambda device: busy.count(device))
 
 
-def has_resume_state(run_dir: Path) -> bool:
-    """The engine saved a resume state (after an epoch, a cancel, or every few minutes)."""
-    return any((run_dir / "resume").glob("*.pt"))
-
-
 def train_command(job) -> list[str]:
-    command = [sys.executable, "-m", "lib", "train", str(job.run_dir / "run.json"), "--out", str(job.run_dir)]
-    if job.resume and has_resume_state(job.run_dir):
+    folder = RunFolder(job.run_dir)
+    command = [sys.executable, "-m", "lib", "train", str(folder.run_file), "--out", str(folder.folder)]
+    if job.resume and folder.has_resume():
         command.append("--resume")
     return command
 
@@ -101,7 +98,7 @@ def launch(job, device: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if device.startswith("cuda:"):
         env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
-    with (job.run_dir / "log.txt").open("ab") as log:
+    with RunFolder(job.run_dir).open_log() as log:
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {device}: {' '.join(command[1:])}\n".encode())
         log.flush()
         # A session of its own: the job survives the app, and a forced stop reaches its workers too.
@@ -135,7 +132,7 @@ def reap_children() -> None:
 
 def outcome(job, exit_code: int | None) -> tuple[str, str]:
     """(final state, reason) of a job whose process has ended."""
-    progress = runs.read_progress(job.run_dir) or {}
+    progress = RunFolder(job.run_dir).read_progress()
     fresh = _progress_is_fresh(job)
     status = progress.get("status") if fresh else None
     message = str(progress.get("message") or "").strip()
@@ -168,8 +165,7 @@ def _crash_reason(exit_code: int | None) -> str:
 
 def _progress_is_fresh(job) -> bool:
     """progress.json written by this attempt, not left over from before a resume."""
-    try:
-        mtime = (job.run_dir / "progress.json").stat().st_mtime
-    except OSError:
+    written = RunFolder(job.run_dir).progress_written_at()
+    if written is None:
         return False
-    return job.started is None or mtime >= job.started - 1.0
+    return job.started is None or written >= job.started - 1.0

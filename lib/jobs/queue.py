@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
 import secrets
 import shutil
@@ -30,9 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.base import config
-from lib.base.files import atomic_write_json
 from lib.jobs import launcher
-from lib.store import runs
+from lib.store.run_folder import RunFolder
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
@@ -221,7 +219,7 @@ class JobQueue:
         return self._job(row)
 
     def read_run(self, job_id: str) -> dict:
-        return runs.read_json(self.run_dir(job_id) / "run.json") or {}
+        return RunFolder(self.run_dir(job_id)).read_run()
 
     # --- commands ------------------------------------------------------------
     @_storage_errors
@@ -237,7 +235,7 @@ class JobQueue:
             except FileExistsError:
                 continue
         try:
-            atomic_write_json(run_dir / "run.json", run)
+            RunFolder(run_dir).write_run(run)
             with self._transaction() as conn:
                 conn.execute("INSERT INTO jobs (id, name, user, state, created) VALUES (?, ?, ?, 'queued', ?)",
                              (job_id, run["name"].strip(), (user or "anonymous").strip(), time.time()))
@@ -262,7 +260,7 @@ class JobQueue:
             busy = [job.device for job in running]
             for row in queued:
                 job = self._job(row)
-                device = launcher.pick_device(busy)
+                device = launcher.least_busy_gpu(busy)
                 busy.append(device)
                 self._start(conn, job, device)
                 started.append(job.id)
@@ -321,7 +319,7 @@ class JobQueue:
             if alive:
                 continue
             state, reason = launcher.outcome(job, exit_code)
-            tail = runs.log_tail(job.run_dir) if state == "failed" else ""
+            tail = RunFolder(job.run_dir).log_tail() if state == "failed" else ""
             conn.execute("UPDATE jobs SET state = ?, ended = ?, exit_code = ?, reason = ?, log_tail = ? "
                          "WHERE id = ?", (state, time.time(), exit_code, reason, tail, job.id))
             ended.append(job.id)
@@ -337,6 +335,22 @@ class JobQueue:
         conn.execute("UPDATE jobs SET state = 'running', started = ?, pid = ?, pid_start = ?, device = ?, "
                      "attempts = attempts + 1 WHERE id = ?",
                      (time.time(), process.pid, launcher.process_start(process.pid), device, job.id))
+
+
+def job_users(runs_dir: Path) -> dict[str, str]:
+    """job id -> who launched it, read from a runs folder's registry without opening a JobQueue
+    (nothing is created or reaped): {} when the folder has no registry, or it is busy or damaged."""
+    path = Path(runs_dir) / DB_NAME
+    if not path.is_file():
+        return {}
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            return {str(i): str(u) for i, u in conn.execute("SELECT id, user FROM jobs")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}  # a busy or damaged registry only costs the user in a label
 
 
 _TICKERS: dict[Path, threading.Thread] = {}

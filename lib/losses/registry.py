@@ -20,12 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import Sampler
 
 from lib.losses.margins import (ArcFaceHead, CosFaceHead, LossOutput, SphereFaceHead, hard_targets,
                          target_logit)
 
-__all__ = ["LOSSES", "LossInfo", "LossOutput", "ParamSpec", "PKSampler", "build_loss",
+__all__ = ["LOSSES", "LossInfo", "LossOutput", "ParamSpec", "build_loss",
            "target_logit", "CrossEntropy", "CenterLoss", "TripletLoss"]
 
 
@@ -47,7 +46,8 @@ class LossInfo:
     explanation: str
     # Soft (MixUp/CutMix) targets are refused by losses that need one class per sample.
     needs_hard_labels: bool = True
-    # Batch-hard mining needs several images per identity in each batch (use PKSampler).
+    # The trainer feeds such a loss batches of P identities x K images (lib/train/sampler.py): its
+    # metric term compares images of one identity within the batch, so each needs company there.
     needs_pk_batches: bool = False
     # Whether ``init_weight`` ([num_classes, embedding_dim]) is used.
     has_class_weights: bool = False
@@ -210,8 +210,9 @@ LOSSES: dict[str, LossInfo] = {
         formula=r"L = L_{CE} + \lambda_c \frac{1}{2B}\sum_i \lVert x_i - c_{y_i} \rVert^2",
         explanation="CE keeps classes apart; the center term pulls each embedding toward a learnable "
                     "center of its identity, shrinking the spread within a class. Together they give "
-                    "features that are both separable and compact.",
-        has_class_weights=True),
+                    "features that are both separable and compact. Batches of P identities x K images "
+                    "pull several images of each identity toward its center in every step.",
+        has_class_weights=True, needs_pk_batches=True),
     "triplet": LossInfo(
         cls=TripletLoss,
         params={"margin": ParamSpec("float", 0.0, 2.0, 0.2, "Distance margin between positive and negative."),
@@ -259,45 +260,3 @@ def build_loss(name: str, embedding_dim: int, num_classes: int, *, init_weight=N
     if info.has_class_weights and init_weight is not None:
         values["init_weight"] = init_weight
     return info.cls(int(embedding_dim), int(num_classes), **values)
-
-
-class PKSampler(Sampler):
-    """Batch sampler: each batch holds P identities x K images of each.
-
-    Identities with at least two images are preferred (a lone image has no
-    positive); an identity with fewer than K images repeats some of them.
-    Deterministic for a given seed and epoch; the epoch advances with each pass
-    (or is set with ``set_epoch`` when resuming).
-    """
-
-    def __init__(self, labels, p: int, k: int, seed: int = 0):
-        labels = np.asarray(torch.as_tensor(labels).cpu()).astype(np.int64)
-        if int(p) != p or p < 1 or int(k) != k or k < 1:
-            raise ValueError(f"PKSampler needs integers p >= 1 and k >= 1, got p={p!r}, k={k!r}")
-        self.p, self.k, self.seed, self.epoch = int(p), int(k), int(seed), 0
-        self.by_identity = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
-        if self.p > len(self.by_identity):
-            raise ValueError(f"PKSampler p={p} is more than the {len(self.by_identity)} identities in the data")
-        several = [c for c, idx in self.by_identity.items() if len(idx) >= 2]
-        self.pool = np.array(several if len(several) >= self.p else list(self.by_identity))
-        self.num_batches = max(1, len(labels) // (self.p * self.k))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def _images_of(self, identity: int, rng: np.random.Generator) -> list[int]:
-        idx = self.by_identity[identity]
-        if len(idx) >= self.k:
-            return rng.choice(idx, self.k, replace=False).tolist()
-        extra = rng.choice(idx, self.k - len(idx), replace=True)
-        return np.concatenate([rng.permutation(idx), extra]).tolist()
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        for _ in range(self.num_batches):
-            identities = rng.choice(self.pool, self.p, replace=False)
-            yield [i for identity in identities for i in self._images_of(int(identity), rng)]

@@ -2,8 +2,9 @@
 
 One module serves training, UMAP and Captum: ``embed(x)`` gives the embedding
 (what verification compares), ``forward(x)`` the logits of the plain
-classifier. Margin losses (lib/losses/registry.py) own their own class weights and use
-``embed``.
+classifier, and ``embed_and_classify(x)`` both from one pass (a training
+step). Margin losses (lib/losses/registry.py) own their own class weights and
+use the embedding.
 """
 from __future__ import annotations
 
@@ -88,8 +89,15 @@ class FaceNet(nn.Module):
         pooled = self.pool(self.features(x)).flatten(1)
         return self.embedding(self.pool_norm(pooled))
 
+    def embed_and_classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings, logits of the plain classifier) from one pass: a training step needs both,
+        since every loss gets the embedding and CE-based ones the logits too."""
+        embeddings = self.embed(x)
+        return embeddings, self.classifier(self.dropout(embeddings))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.embed(x)))
+        """The logits of the plain classifier."""
+        return self.embed_and_classify(x)[1]
 
 
 def count_params(spec: ModelSpec) -> int:

@@ -79,8 +79,6 @@ def _build_presets() -> dict[str, ModelSpec]:
 
 
 PRESETS: dict[str, ModelSpec] = _build_presets()
-IMAGENET_PRESETS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "convnext_tiny",
-                    "se_resnet50", "resnext50_32x4d")
 FACE_PRESETS = ("face_resnet", "face_se_resnet", "face_mobilenet", "face_convnext")
 
 

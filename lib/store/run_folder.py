@@ -1,10 +1,19 @@
-"""The run folder's files, and the state that makes a resumed run continue exactly.
+"""The run folder: the one module that knows its files, and reads and writes them.
 
-    DIR/config.json       the TrainConfig (and run name) this folder was started with
+`python -m lib train RUN.json --out DIR` (lib/train/engine.py) fills DIR; a job queued
+from the app gets DIR = runs/<job id> (lib/jobs/queue.py):
+
+    DIR/run.json          the run as submitted from the app: {"name", "model", "config"}
+    DIR/config.json       the TrainConfig (and run name) the engine started this folder with
+    DIR/log.txt           stdout and stderr of the training process, appended by each launch
     DIR/metrics.jsonl     one JSON object per finished epoch
     DIR/progress.json     status for the Runs page, rewritten atomically every few seconds
-    DIR/last/ DIR/best/   checkpoints (lib/store/checkpoint.py)
+    DIR/last/ DIR/best/   checkpoints (lib/store/checkpoint.py): the latest epoch, the best AUC
     DIR/resume/state.pt   model, loss, optimizer, scheduler, scaler, EMA, RNG states, epoch, step
+
+Pages read a folder while a job writes it, or after a job crashed: every reader
+tolerates a missing or half-written file and gives an empty result, never an error.
+Only the resume state is strict, since resuming from nothing has to say so.
 
 The resume file holds only tensors, numbers, strings and containers of them, so
 it loads with ``torch.load(weights_only=True)``: opening it runs no code.
@@ -12,39 +21,73 @@ it loads with ``torch.load(weights_only=True)``: opening it runs no code.
 from __future__ import annotations
 
 import json
-import random
+import math
 import time
 from pathlib import Path
+from typing import BinaryIO
 
-import numpy as np
 import torch
 
 from lib.base.files import atomic_torch_save, atomic_write_json, atomic_write_text
+from lib.model.presets import PRESETS
 
 STATUSES = ("running", "done", "failed", "cancelled")
 PROGRESS_EVERY_S = 2.0
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.txt"
+METRICS_FILE = "metrics.jsonl"
+PROGRESS_FILE = "progress.json"
+LAST_DIR = "last"
+BEST_DIR = "best"
+RESUME_FILE = "resume/state.pt"
+# A checkpoint's description (lib/store/checkpoint.py's META_FILE; that module builds on this
+# one, so the name is spelled here too: tests/test_run_folder.py checks they agree).
+CHECKPOINT_META = "meta.json"
 
 
-def rng_state() -> dict:
-    """Every random generator the run draws from, in weights_only-loadable form."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def parse_metrics(text: str) -> list[dict]:
+    """The epochs of a metrics.jsonl text, in epoch order. A line cut short by a crash is
+    skipped, and a resumed run that repeated an epoch it had started keeps its latest record."""
+    by_epoch: dict = {}
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            by_epoch[record.get("epoch", len(by_epoch))] = record
+    return [by_epoch[key] for key in sorted(by_epoch, key=_epoch_order)]
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    saved = state["numpy"]
-    np.random.set_state((saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["pos"],
-                         saved["has_gauss"], saved["cached"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _epoch_order(epoch) -> float:
+    return float(epoch) if isinstance(epoch, (int, float)) else math.inf
+
+
+def _read_object(path: Path) -> dict:
+    """A JSON object from a file; {} when the file is missing, half written or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _spec_dict(model) -> dict | None:
+    """A model spec as a dict, from a dict or a preset's name."""
+    if isinstance(model, dict):
+        return model
+    if isinstance(model, str) and model in PRESETS:
+        return PRESETS[model].to_dict()
+    return None
+
+
+def run_folders(runs_dir: str | Path) -> list[RunFolder]:
+    """The run folders inside a runs folder, by name (a job's id starts with its date)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    return [RunFolder(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
 
 
 class RunFolder:
@@ -52,16 +95,65 @@ class RunFolder:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.config_file = self.folder / "config.json"
-        self.metrics_file = self.folder / "metrics.jsonl"
-        self.progress_file = self.folder / "progress.json"
-        self.last = self.folder / "last"
-        self.best = self.folder / "best"
-        self.resume_file = self.folder / "resume" / "state.pt"
+        self.run_file = self.folder / RUN_FILE
+        self.config_file = self.folder / CONFIG_FILE
+        self.log_file = self.folder / LOG_FILE
+        self.metrics_file = self.folder / METRICS_FILE
+        self.progress_file = self.folder / PROGRESS_FILE
+        self.last = self.folder / LAST_DIR
+        self.best = self.folder / BEST_DIR
+        self.resume_file = self.folder / RESUME_FILE
         self._progress_written = 0.0
+
+    @property
+    def id(self) -> str:
+        """The folder's name: a job's id for runs started from the app."""
+        return self.folder.name
 
     def create(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+
+    # -- what the run is --------------------------------------------------------------------
+    def write_run(self, run: dict) -> None:
+        atomic_write_json(self.run_file, run)
+
+    def read_run(self) -> dict:
+        return _read_object(self.run_file)
+
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.config_file, config)
+
+    def read_config(self) -> dict:
+        return _read_object(self.config_file)
+
+    def train_config(self) -> dict:
+        """The training settings: config.json once the engine started, else the submitted run's."""
+        config = self.read_config() or self.read_run().get("config")
+        return config if isinstance(config, dict) else {}
+
+    def run_name(self) -> str:
+        """The name the run was given (config.json, else run.json); "" when neither says."""
+        for saved in (self.read_config(), self.read_run()):
+            name = saved.get("name")
+            if isinstance(name, str) and name.strip():
+                return name.strip()
+        return ""
+
+    def label(self) -> str:
+        """"run <id> (<name>)" for a list of checkpoints; the id alone when the name adds nothing."""
+        name = self.run_name()
+        return f"run {self.id}" + (f" ({name})" if name and name != self.id else "")
+
+    def spec(self) -> dict | None:
+        """The model spec the run trains: from its checkpoint when it has one (the classifier
+        sized to the data), else from the engine's config.json or the submitted run.json."""
+        sources = ((self.best / CHECKPOINT_META, "spec"), (self.last / CHECKPOINT_META, "spec"),
+                   (self.config_file, "model"), (self.run_file, "model"))
+        for path, key in sources:
+            spec = _spec_dict(_read_object(path).get(key))
+            if spec is not None:
+                return spec
+        return None
 
     # -- progress ---------------------------------------------------------------------------
     def write_progress(self, force: bool = False, **fields) -> bool:
@@ -75,22 +167,22 @@ class RunFolder:
         return True
 
     def read_progress(self) -> dict:
+        return _read_object(self.progress_file)
+
+    def progress_written_at(self) -> float | None:
+        """When progress.json was last written (a timestamp), None when there is none."""
         try:
-            return json.loads(self.progress_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+            return self.progress_file.stat().st_mtime
+        except OSError:
+            return None
 
     # -- metrics ----------------------------------------------------------------------------
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_file.is_file():
+        """One dict per finished epoch (see parse_metrics); a line being written now is skipped."""
+        try:
+            return parse_metrics(self.metrics_file.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
             return []
-        records = []
-        for line in self.metrics_file.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a crash
-        return records
 
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics_file, "a", encoding="utf-8") as handle:
@@ -100,7 +192,27 @@ class RunFolder:
         """Make metrics.jsonl hold exactly ``records`` (the epochs the resume state has finished)."""
         atomic_write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in records))
 
+    # -- log --------------------------------------------------------------------------------
+    def open_log(self) -> BinaryIO:
+        """log.txt opened for appending bytes: each launch adds to what earlier ones wrote."""
+        return self.log_file.open("ab")
+
+    def log_tail(self, lines: int = 30, max_chars: int = 6000) -> str:
+        """The last lines of the log, reading only its end (a long run's log grows large)."""
+        try:
+            with self.log_file.open("rb") as handle:
+                handle.seek(0, 2)
+                handle.seek(max(0, handle.tell() - max_chars))
+                text = handle.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
     # -- resume -----------------------------------------------------------------------------
+    def has_resume(self) -> bool:
+        """The engine saved a resume state (after an epoch, a cancel, or every few minutes)."""
+        return self.resume_file.is_file()
+
     def save_resume(self, state: dict) -> None:
         self.resume_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(state, self.resume_file)

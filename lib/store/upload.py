@@ -29,7 +29,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
-from lib.store.checkpoint import LOSS_FILE, META_FILE, MODEL_FILE, load_weights_checked
+from lib.store.checkpoint import LOSS_FILE, META_FILE, MODEL_FILE, CheckpointMeta, load_weights_checked, meta_from_json
+from lib.store.run_folder import BEST_DIR, LAST_DIR, METRICS_FILE, parse_metrics
 from lib.model.net import FaceNet, count_params
 from lib.model.spec import ModelSpec
 
@@ -62,7 +63,7 @@ def _member_name(name: str) -> str:
 class UploadedCheckpoint:
     model: FaceNet
     spec: ModelSpec
-    meta: dict
+    meta: CheckpointMeta
     loss_state: dict[str, torch.Tensor]
     fingerprint: str                                  # hash of the weights bytes
     metrics_rows: list[dict] = field(default_factory=list)  # metrics.jsonl of a zipped run, if any
@@ -97,20 +98,10 @@ def read_safetensors(name: str, data: bytes) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_meta(data: bytes) -> tuple[dict, ModelSpec]:
+def read_meta(data: bytes) -> CheckpointMeta:
+    """The checked meta of an uploaded meta.json (lib.store.checkpoint reads it, as for a folder)."""
     _check_size(META_FILE, data, 4 * 2**20)
-    try:
-        meta = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{META_FILE}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("spec"), dict):
-        raise ValueError(f"{META_FILE}: has no model spec ('spec'); it is written by FaceLab's training next to "
-                         "the weights")
-    try:
-        spec = ModelSpec.from_dict(meta["spec"]).validate()
-    except (TypeError, KeyError) as err:
-        raise ValueError(f"{META_FILE}: the spec cannot be read ({err})") from None
-    return meta, spec
+    return meta_from_json(data, META_FILE)
 
 
 def checkpoint_from_files(files: dict[str, bytes], metrics_text: str | None = None) -> UploadedCheckpoint:
@@ -119,7 +110,8 @@ def checkpoint_from_files(files: dict[str, bytes], metrics_text: str | None = No
     if missing:
         raise ValueError(f"missing {' and '.join(missing)}: upload model.safetensors together with its meta.json "
                          "(or the run folder as a .zip)")
-    meta, spec = read_meta(files[META_FILE])
+    meta = read_meta(files[META_FILE])
+    spec = meta.spec
     weights = read_safetensors(MODEL_FILE, files[MODEL_FILE])
     _check_budget(spec, weights)
     notes = []
@@ -127,7 +119,7 @@ def checkpoint_from_files(files: dict[str, bytes], metrics_text: str | None = No
         notes.append("the weights were saved from nn.DataParallel: their 'module.' prefix was removed")
     model = load_weights_checked(weights, spec).eval()
     loss_state = read_safetensors(LOSS_FILE, files[LOSS_FILE]) if LOSS_FILE in files else {}
-    rows = _metrics_rows(metrics_text) if metrics_text else []
+    rows = parse_metrics(metrics_text) if metrics_text else []
     fingerprint = hashlib.sha256(files[MODEL_FILE]).hexdigest()[:32]
     return UploadedCheckpoint(model, spec, meta, loss_state, fingerprint, rows, notes)
 
@@ -140,18 +132,6 @@ def _check_budget(spec: ModelSpec, weights: dict[str, torch.Tensor]) -> None:
     if needed > held:
         raise ValueError(f"the spec in {META_FILE} has {needed:,} parameters but {MODEL_FILE} holds only {held:,} "
                          "values: the two files do not belong together")
-
-
-def _metrics_rows(text: str) -> list[dict]:
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short while training wrote it
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _safe_member(info: zipfile.ZipInfo) -> PurePosixPath:
@@ -190,7 +170,7 @@ def _checkpoint_folder(members: dict[PurePosixPath, zipfile.ZipInfo]) -> PurePos
         hint = (f" It holds pickled files ({', '.join(pickles[:3])}), which are never loaded: save the weights "
                 "with safetensors.") if pickles else ""
         raise ValueError("the zip has no folder with both model.safetensors and meta.json." + hint)
-    return sorted(folders, key=lambda f: ({"best": 0, "last": 1}.get(f.name, 2), len(f.parts)))[0]
+    return sorted(folders, key=lambda f: ({BEST_DIR: 0, LAST_DIR: 1}.get(f.name, 2), len(f.parts)))[0]
 
 
 def checkpoint_from_zip(data: bytes) -> UploadedCheckpoint:
@@ -204,8 +184,8 @@ def checkpoint_from_zip(data: bytes) -> UploadedCheckpoint:
         folder = _checkpoint_folder(members)
         files = {name: archive.read(members[folder / name]) for name in (MODEL_FILE, META_FILE, LOSS_FILE)
                  if folder / name in members}
-        run_root = folder.parent if folder.name in ("best", "last") else folder
-        metrics = members.get(run_root / "metrics.jsonl")
+        run_root = folder.parent if folder.name in (BEST_DIR, LAST_DIR) else folder
+        metrics = members.get(run_root / METRICS_FILE)
         metrics_text = archive.read(metrics).decode("utf-8", errors="replace") if metrics else None
     return checkpoint_from_files(files, metrics_text)
 

@@ -1,7 +1,8 @@
 """Training data: the in-memory uint8 splits of lib/data/datasets.py, cut to a subset if asked,
 served as augmented, normalized batches.
 
-Each batch is one item of ``EpochBatches``: the epoch's shuffled order comes from
+Each batch is one item of ``EpochBatches``: the epoch's shuffled order (or, for
+a loss that compares images within a batch, its P x K batches) comes from
 (seed, epoch) and each batch's augmentation from (seed, epoch, batch), so a run
 resumed in the middle of an epoch sees exactly the batches it would have seen,
 and DataLoader workers (which each hold a copy of the uint8 tensor, a few MB)
@@ -18,6 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from lib.data.augment import build_pipeline, training_transform
 from lib.data.datasets import ImageSet, PairSet, channel_stats, load_pairs, load_split, resolve_dataset
+from lib.losses.registry import LOSSES
+from lib.train.config import TrainConfig
+from lib.train.sampler import PKSampler
 
 
 @dataclass
@@ -55,7 +59,8 @@ def _keep_pairs(pairs: PairSet, count: int) -> PairSet:
     remap[used] = torch.arange(len(used))
     return replace(pairs, images=pairs.images[used], paths=[pairs.paths[i] for i in used.tolist()],
                    pairs=remap[pairs.pairs[chosen]], labels=pairs.labels[chosen],
-                   lines=[pairs.lines[i] for i in chosen.tolist()] if pairs.lines else [])
+                   lines=[pairs.lines[i] for i in chosen.tolist()] if pairs.lines else [],
+                   folds=None if pairs.folds is None else pairs.folds[chosen])
 
 
 def load_train_data(root, pairs_file: str = "val_pairs.txt", subset: dict | None = None) -> TrainData:
@@ -94,11 +99,20 @@ class Normalizer:
 
 
 class EpochBatches(Dataset):
-    """Item b = (augmented normalized images [B,C,H,W] float32, labels [B]) of batch b of one epoch."""
+    """Item b = (augmented normalized images [B,C,H,W] float32, labels [B]) of batch b of one epoch.
 
-    def __init__(self, split: ImageSet, steps: list[dict], mean, std, batch_size: int, seed: int):
+    Without a sampler an epoch is one shuffled pass over the images; with a PKSampler each
+    batch holds P identities x K images (B = P x K) and the sampler says how many batches
+    make an epoch."""
+
+    def __init__(self, split: ImageSet, steps: list[dict], mean, std, batch_size: int, seed: int,
+                 sampler: PKSampler | None = None):
         self.images, self.labels = split.images, split.labels
         self.batch_size, self.seed = int(batch_size), int(seed)
+        self.sampler, self.sampled = sampler, []  # sampled: the sampler's batches of this epoch
+        if sampler is not None and sampler.p * sampler.k != self.batch_size:
+            raise ValueError(f"a P x K sampler of {sampler.p} x {sampler.k} images does not fill batches of "
+                             f"{self.batch_size}")
         self.epoch, self.start = 0, 0
         ends_normalized = bool(steps) and steps[-1]["name"] == "Normalize"
         # Per image only the (uint8) augmentation; conversion and normalization once per batch.
@@ -107,29 +121,56 @@ class EpochBatches(Dataset):
         self.order = torch.arange(len(self.labels))
 
     def batches_per_epoch(self) -> int:
+        if self.sampler is not None:
+            return len(self.sampler)
         # The last incomplete batch is dropped: a batch of 1 breaks BatchNorm, and every step sees B images.
         return max(1, len(self.labels) // self.batch_size)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Shuffle for ``epoch``; iteration begins at batch ``start`` (a resumed epoch)."""
-        generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, 999_983))
-        self.order = torch.randperm(len(self.labels), generator=generator)
+        """Shuffle (or draw the P x K batches) for ``epoch``; iteration begins at batch ``start``
+        (a resumed epoch)."""
+        if self.sampler is not None:
+            self.sampled = [torch.tensor(batch, dtype=torch.int64) for batch in self.sampler.for_epoch(epoch)]
+        else:
+            generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, 999_983))
+            self.order = torch.randperm(len(self.labels), generator=generator)
         self.epoch, self.start = int(epoch), int(start)
 
     def __len__(self) -> int:
         return self.batches_per_epoch() - self.start
 
-    def __getitem__(self, item: int):
-        batch = self.start + item
+    def _image_indices(self, batch: int) -> torch.Tensor:
+        if self.sampler is not None:
+            return self.sampled[batch]
         index = self.order[batch * self.batch_size:(batch + 1) * self.batch_size]
         if len(index) < self.batch_size:  # fewer images than one batch: repeat them to fill it
             index = index.repeat(self.batch_size // max(1, len(index)) + 1)[:self.batch_size]
+        return index
+
+    def __getitem__(self, item: int):
+        batch = self.start + item
+        index = self._image_indices(batch)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(batch_seed(self.seed, self.epoch, batch))
             images = torch.stack([self.augment(image) for image in self.images[index]])
         if self.normalize is not None:
             images = self.normalize(images)
         return images, self.labels[index]
+
+
+def training_batches(config: TrainConfig, data: TrainData) -> EpochBatches:
+    """The run's batches: shuffled images, or P identities x K images for a loss that needs them.
+    ValueError (naming the field) when the data has fewer identities than a batch asks for."""
+    sampler = None
+    if LOSSES[config.loss].needs_pk_batches:
+        identities, k = config.pk_batch()
+        available = len(data.train.labels.unique())
+        if identities > available:
+            raise ValueError(f"identities_per_batch: a batch of P = {identities} identities x K = {k} images "
+                             f"needs {identities} identities, but the training data has only {available}; use a "
+                             f"batch_size of at most {available * k} (P = batch_size / K)")
+        sampler = PKSampler(data.train.labels, identities, k, seed=config.seed)
+    return EpochBatches(data.train, config.augment, data.mean, data.std, config.batch_size, config.seed, sampler)
 
 
 def _worker_init(_: int) -> None:

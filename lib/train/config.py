@@ -50,7 +50,11 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear warm-up from lr/100 to lr
     min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 64  # images per step; for a P x K loss it is P x K
+    # Triplet and center losses compare images of one identity within a batch, so they train on
+    # P x K batches: P identities with K images each (the other losses ignore these two fields).
+    images_per_identity: int = 4  # K: at least 2, so every image has a positive in its batch
+    identities_per_batch: int = 0  # P; 0: batch_size // K (set, P x K must equal batch_size)
     label_smoothing: float = 0.0
     ema: bool = False
     ema_decay: float = 0.999
@@ -112,6 +116,7 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         self._validate_numbers()
         self._validate_combinations()
+        self.check_pk_batches()
         return self
 
     def _validate_numbers(self) -> None:
@@ -152,6 +157,35 @@ class TrainConfig:
             raise ValueError(f"init_from: {self.init_from!r} is not a checkpoint folder path")
         if self.init_from and not (self.init_folder() / "meta.json").is_file():
             raise ValueError(f"init_from: {self.init_from!r} is not a checkpoint folder (no meta.json)")
+
+    def check_pk_batches(self) -> None:
+        """P x K = batch_size with K >= 2 and P >= 2 (P <= the identities of the data is checked
+        where the data is known: lib/train/batches.py training_batches)."""
+        _check_int("images_per_identity", self.images_per_identity, 1, 1024)
+        _check_int("identities_per_batch", self.identities_per_batch, 0, 4096)
+        if not LOSSES[self.loss].needs_pk_batches:
+            return
+        p, k = self.pk_batch()
+        if k < 2:
+            raise ValueError(f"images_per_identity: K = {k}, but the {self.loss!r} loss compares images of one "
+                             f"identity within a batch, so each identity needs K >= 2 images there")
+        if self.identities_per_batch and p * k != self.batch_size:
+            raise ValueError(f"identities_per_batch: P x K = {p} x {k} = {p * k} images, but batch_size is "
+                             f"{self.batch_size}; the batch is P x K, so make them agree (or set "
+                             f"identities_per_batch to 0: P = batch_size / K)")
+        if self.batch_size % k:
+            nearest = " or ".join(str(n * k) for n in (p, p + 1) if n >= 2)
+            raise ValueError(f"batch_size: {self.batch_size} is not a multiple of images_per_identity K = {k}, "
+                             f"but a {self.loss!r} batch is P identities x K images: use {nearest}")
+        if p < 2:
+            raise ValueError(f"identities_per_batch: P = {p} identity per batch (batch_size {self.batch_size} / "
+                             f"K = {k}), but the {self.loss!r} loss needs other identities in the batch too: "
+                             f"P >= 2, so a batch_size of at least {2 * k}")
+
+    def pk_batch(self) -> tuple[int, int]:
+        """(P, K): a P x K batch holds P identities with K images each."""
+        k = self.images_per_identity
+        return (self.identities_per_batch or self.batch_size // k), k
 
     def effective_loss_params(self) -> dict:
         """loss_params plus label_smoothing for losses that take it (loss_params wins if it sets it)."""

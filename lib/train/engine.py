@@ -19,7 +19,6 @@ import random
 import sys
 import time
 import traceback
-from contextlib import nullcontext
 from dataclasses import replace
 from typing import Callable
 
@@ -27,7 +26,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.base.files import atomic_write_json
 from lib.store.checkpoint import load_checkpoint, save_checkpoint
 from lib.train.ema import ModelEma
 from lib.losses.registry import LOSSES, build_loss
@@ -36,20 +34,15 @@ from lib.model.net import FaceNet
 from lib.train.schedule import make_scheduler
 from lib.model.spec import embedding_dim
 from lib.train.config import TrainConfig, config_from_run, load_run_file  # noqa: F401  (public API)
-from lib.train.batches import EpochBatches, load_train_data, make_loader
+from lib.base.device import resolve_device
+from lib.train.batches import load_train_data, make_loader, training_batches
 from lib.train.evaluation import evaluate_model
-from lib.train.step import EpochTally, TrainingFailed, margin_stuck_warning, train_step
-from lib.store.run_folder import RunFolder, rng_state, set_rng_state
+from lib.train.step import (EpochTally, NonFiniteLoss, StepParts, TrainingFailed, make_mixer, margin_stuck_warning,
+                             nan_message, train_step)
+from lib.store.run_folder import RunFolder
+from lib.train.rng import rng_state, set_rng_state
 
 __all__ = ["TrainConfig", "train", "TrainingFailed", "config_from_run", "load_run_file"]
-
-
-def pick_device(config: TrainConfig) -> str:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but no GPU is available; use 'auto' or 'cpu'")
-    if config.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return config.device
 
 
 def seed_everything(seed: int) -> None:
@@ -84,7 +77,7 @@ class Trainer:
         self.on_event = on_event or (lambda event: None)
         self.warnings: list[str] = []
         self.should_stop = should_stop or (lambda: False)
-        self.device = pick_device(config)
+        self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
@@ -93,8 +86,7 @@ class Trainer:
         self._avoid_channels_last_crash()
         self.model, self.loss_module = self._build_modules()
         self.optimizer = make_optimizer(config, [self.model, self.loss_module])
-        self.batches = EpochBatches(self.data.train, config.augment, self.data.mean, self.data.std,
-                                    config.batch_size, config.seed)
+        self.batches = training_batches(config, self.data)  # P x K batches when the loss needs them
         self.steps_per_epoch = self.batches.batches_per_epoch()
         self.total_steps = config.epochs * self.steps_per_epoch
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
@@ -102,6 +94,7 @@ class Trainer:
                                         cosine=config.schedule == "cosine")
         self.autocast_dtype, self.scaler = self._precision()
         self.ema = ModelEma(self.model, config.ema_decay) if config.ema else None
+        self.step_parts = self._step_parts()
         self.epoch, self.batch, self.step = 0, 0, 0  # epoch in progress, its next batch, steps done
         self.best_auc, self.elapsed_before = -1.0, 0.0
         self.tally = EpochTally()
@@ -138,15 +131,16 @@ class Trainer:
     def _initial_weights(self, model: FaceNet):
         """Weights of init_from; a margin head starts from the CE classifier's class vectors."""
         loaded = load_checkpoint(self.config.init_folder())
-        if loaded.meta.get("classes") and loaded.meta["classes"] != self.data.classes:
+        classes = list(loaded.meta.classes)
+        if classes and classes != self.data.classes:
             raise ValueError(f"init_from: {self.config.init_from} was trained on other identities "
-                             f"({len(loaded.meta['classes'])} classes) than this data set ({self.data.num_classes})")
+                             f"({len(classes)} classes) than this data set ({self.data.num_classes})")
         try:
             model.load_state_dict(loaded.model.state_dict())
         except RuntimeError:
             raise ValueError(f"init_from: {self.config.init_from} holds another architecture "
                              f"({loaded.spec.name}); use the same model spec") from None
-        same_loss = loaded.meta.get("loss") == self.config.loss and loaded.loss_state
+        same_loss = loaded.meta.loss == self.config.loss and loaded.loss_state
         loss_state = dict(loaded.loss_state) if same_loss else {}
         init_weight = None
         if not same_loss and LOSSES[self.config.loss].has_class_weights:
@@ -164,10 +158,13 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # bf16 needs no loss scaling
         return dtype, scaler
 
-    def autocast(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device, dtype=self.autocast_dtype)
+    def _step_parts(self) -> StepParts:
+        config = self.config
+        return StepParts(model=self.model, loss_module=self.loss_module, optimizer=self.optimizer,
+                         scheduler=self.scheduler, device=self.device, scaler=self.scaler, ema=self.ema,
+                         mixer=make_mixer(config.mix, config.mix_alpha, self.data.num_classes),
+                         autocast_dtype=self.autocast_dtype, channels_last=config.channels_last,
+                         grad_clip=config.grad_clip)
 
     # -- events and files ---------------------------------------------------------------------
     def emit(self, kind: str, **fields) -> None:
@@ -194,11 +191,14 @@ class Trainer:
         if self.run_folder.write_progress(force=force, **fields):
             self.emit("progress", **fields)
 
-    def meta(self, metrics: dict) -> dict:
-        return {"spec": self.spec.to_dict(), "config": self.config.to_dict(), "classes": self.data.classes,
-                "metrics": metrics, "normalize": {"mean": list(self.data.mean), "std": list(self.data.std)},
-                "epoch": self.epoch, "step": self.step, "loss": self.config.loss,
-                "name": self.config.name, "wall_s": round(self.elapsed(), 1)}
+    def meta(self, metrics: dict) -> CheckpointMeta:
+        """What a checkpoint saved now records; a metric without a value (NaN) is recorded as None."""
+        from lib.store.checkpoint import CheckpointMeta, Normalization, recordable_metrics
+        return CheckpointMeta(spec=self.spec, config=self.config.to_dict(), classes=tuple(self.data.classes),
+                              metrics=recordable_metrics(metrics),
+                              normalize=Normalization(tuple(self.data.mean), tuple(self.data.std)),
+                              epoch=self.epoch, step=self.step, loss=self.config.loss, name=self.config.name,
+                              wall_s=round(self.elapsed(), 1))
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -242,7 +242,7 @@ class Trainer:
         if resume:
             self.restore(self.run_folder.load_resume())
         else:
-            atomic_write_json(self.run_folder.config_file, self.config.to_dict())
+            self.run_folder.write_config(self.config.to_dict())
             self.run_folder.align_metrics([])
         self.started = self.last_resume_save = time.perf_counter()
         self.session_start_step = self.step
@@ -260,10 +260,10 @@ class Trainer:
         self.model.train()
         self.loss_module.train()
         self.batches.set_epoch(self.epoch, self.batch)
-        loader = make_loader(self.batches, self.config.workers, pin_memory=self.device == "cuda")
+        loader = make_loader(self.batches, self.config.workers, pin_memory=self.device.startswith("cuda"))
         self.tally.resume_clock()
         for images, labels in loader:
-            train_step(self, images, labels)
+            self.train_one_step(images, labels)
             self.batch += 1
             self.step += 1
             self.progress()
@@ -275,6 +275,14 @@ class Trainer:
                 return False
         self.tally.pause_clock()
         return True
+
+    def train_one_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        try:
+            result = train_step(self.step_parts, images, labels)
+        except NonFiniteLoss as bad:
+            raise TrainingFailed(nan_message(bad.value, bad.learning_rate, self.config.precision,
+                                             self.epoch, self.step)) from None
+        self.tally.add(result.loss, result.correct, result.images)
 
     def cancel_save(self) -> None:
         metrics = self.records[-1] if self.records else {}

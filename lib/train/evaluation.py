@@ -19,6 +19,7 @@ from lib.base.config import PROJECT_ROOT
 from lib.eval.metrics import topk_accuracy, verify
 from lib.losses.registry import LOSSES, build_loss
 from lib.model.spec import embedding_dim
+from lib.store.checkpoint import CheckpointMeta
 from lib.train.batches import Normalizer, TrainData, load_train_data
 
 EVAL_BATCH = 256
@@ -62,12 +63,12 @@ def evaluate_model(model: nn.Module, loss_module: nn.Module, data: TrainData, de
     return metrics
 
 
-def loss_for_checkpoint(meta: dict, spec, loss_state: dict) -> nn.Module:
+def loss_for_checkpoint(meta: CheckpointMeta, spec, loss_state: dict) -> nn.Module:
     """The loss module a checkpoint was trained with, holding its saved state (e.g. ArcFace weights)."""
-    name = meta.get("loss", "ce")
+    name = meta.loss or "ce"  # a checkpoint that records no loss was trained with cross-entropy
     if name not in LOSSES:
         raise ValueError(f"checkpoint meta names an unknown loss {name!r}")
-    params = dict((meta.get("config") or {}).get("loss_params") or {})
+    params = dict(meta.config.get("loss_params") or {})
     params = {k: v for k, v in params.items() if k in LOSSES[name].params}
     module = build_loss(name, embedding_dim(spec), spec.num_classes, **params)
     if loss_state:
@@ -93,7 +94,7 @@ def evaluate_checkpoint(folder, data_root=None, pairs_file: str | None = None, f
     checkpoint and the data set do not fit together."""
     from lib.store.checkpoint import load_checkpoint
     loaded = load_checkpoint(folder, device=device)
-    config = loaded.meta.get("config") or {}
+    config = loaded.meta.config
     root = data_root or config.get("data_root")
     if not root:
         raise ValueError(f"{folder}: meta.json names no data set; pass --data ROOT")
@@ -104,7 +105,7 @@ def evaluate_checkpoint(folder, data_root=None, pairs_file: str | None = None, f
         subset["pairs"] = config["subset"]["pairs"]
     pairs_file = pairs_file or config.get("pairs_file", "val_pairs.txt")
     data = load_train_data(root, pairs_file, subset)
-    classes = list(loaded.meta.get("classes") or [])
+    classes = list(loaded.meta.classes)
     if classes and classes != data.classes and classes == data.classes[:len(classes)]:
         # Trained on the first identities only: score on those.
         data = load_train_data(root, pairs_file, {**subset, "classes": len(classes)})
@@ -114,4 +115,4 @@ def evaluate_checkpoint(folder, data_root=None, pairs_file: str | None = None, f
     loss_module = loss_for_checkpoint(loaded.meta, loaded.spec, loaded.loss_state).to(device)
     metrics = evaluate_model(loaded.model, loss_module, data, device=device, flip=flip)
     return CheckpointReport(folder=Path(folder), data_root=data.root, pairs_file=pairs_file,
-                            metrics=metrics, trained_metrics=dict(loaded.meta.get("metrics") or {}))
+                            metrics=metrics, trained_metrics=dict(loaded.meta.metrics))

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from lib.data.augment import batch_mix
+from lib.data.augment import BatchMix, batch_mix
+from lib.model.net import FaceNet
+from lib.train.ema import ModelEma
 
 MARGIN_LOSSES = ("arcface", "cosface", "sphereface")
 STUCK_AFTER_EPOCHS = 2
@@ -15,6 +20,15 @@ STUCK_FACTOR = 3.0  # "near chance": train accuracy below 3x the accuracy of gue
 
 class TrainingFailed(Exception):
     """The run cannot go on; the message says why and what to change."""
+
+
+class NonFiniteLoss(Exception):
+    """A step's loss was NaN or infinite; the Trainer, which knows where in the run it happened,
+    turns it into a TrainingFailed with nan_message."""
+
+    def __init__(self, value: float, learning_rate: float):
+        super().__init__(f"the loss became {value}")
+        self.value, self.learning_rate = value, learning_rate
 
 
 class EpochTally:
@@ -54,12 +68,40 @@ class EpochTally:
         self.images, self.seconds = int(state["images"]), float(state["seconds"])
 
 
-def _mixer(trainer):
-    if trainer.config.mix == "none":
-        return None
-    if not hasattr(trainer, "_batch_mix"):
-        trainer._batch_mix = batch_mix(trainer.config.mix, trainer.config.mix_alpha, trainer.data.num_classes)
-    return trainer._batch_mix
+@dataclass
+class StepParts:
+    """Everything one optimizer step works with, built once per run by the Trainer (which keeps
+    the same objects for checkpoints and resume)."""
+
+    model: FaceNet
+    loss_module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: str
+    scaler: torch.amp.GradScaler | None = None  # fp16 only: loss scaling
+    ema: ModelEma | None = None
+    mixer: BatchMix | None = None  # MixUp/CutMix; None trains on the images as they are
+    autocast_dtype: torch.dtype | None = None  # None: fp32
+    channels_last: bool = False
+    grad_clip: float = 0.0  # max global gradient norm; 0: off
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=self.autocast_dtype)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step adds to the epoch's tally."""
+
+    loss: float
+    correct: float  # top-1 hits (weighted by the predicted class's share with mixed targets)
+    images: int
+
+
+def make_mixer(mix: str, alpha: float, num_classes: int) -> BatchMix | None:
+    return None if mix == "none" else batch_mix(mix, alpha, num_classes)
 
 
 def _correct(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> float:
@@ -70,54 +112,54 @@ def _correct(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) 
     return float((predicted == labels).sum())
 
 
-def nan_message(trainer, loss: torch.Tensor) -> str:
-    lr = trainer.optimizer.param_groups[0]["lr"]
+def nan_message(value: float, learning_rate: float, precision: str, epoch: int, step: int) -> str:
+    """Why the run stopped at a non-finite loss (``epoch`` and ``step`` counted from 0), and what to change."""
     hint = ("lower the learning rate, turn on gradient clipping (grad_clip), or train in fp32/bf16"
-            if trainer.config.precision == "fp16" else "lower the learning rate or turn on gradient clipping (grad_clip)")
-    return (f"the loss became {float(loss.detach())} at epoch {trainer.epoch + 1}, step {trainer.step + 1} "
-            f"(learning rate {lr:.3g}); training stopped. To fix it: {hint}")
+            if precision == "fp16" else "lower the learning rate or turn on gradient clipping (grad_clip)")
+    return (f"the loss became {value} at epoch {epoch + 1}, step {step + 1} "
+            f"(learning rate {learning_rate:.3g}); training stopped. To fix it: {hint}")
 
 
-def train_step(trainer, images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Forward, loss, backward, (clip,) optimizer and scheduler step, EMA update, tally."""
-    device, config = trainer.device, trainer.config
-    images = images.to(device, non_blocking=True)
-    labels = labels.to(device, non_blocking=True)
+def train_step(parts: StepParts, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
+    """Forward, loss, backward, (clip,) optimizer and scheduler step, EMA update.
+
+    A loss that is NaN or infinite raises NonFiniteLoss before any weight changes."""
+    images = images.to(parts.device, non_blocking=True)
+    labels = labels.to(parts.device, non_blocking=True)
     targets = labels
-    mixer = _mixer(trainer)
-    if mixer is not None:
-        images, targets = mixer(images, labels)
-    if config.channels_last:
+    if parts.mixer is not None:
+        images, targets = parts.mixer(images, labels)
+    if parts.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    with trainer.autocast():
-        embeddings = trainer.model.embed(images)
-        logits = trainer.model.classifier(trainer.model.dropout(embeddings))
-        output = trainer.loss_module(embeddings.float(), logits.float(), targets)
-    if not math.isfinite(float(output.loss.detach())):
-        raise TrainingFailed(nan_message(trainer, output.loss))
-    _backward_and_step(trainer, output.loss)
-    if trainer.ema is not None:
-        trainer.ema.update(trainer.model)
-    trainer.tally.add(float(output.loss.detach()), _correct(output.logits, labels, targets), len(labels))
+    with parts.autocast():
+        embeddings, logits = parts.model.embed_and_classify(images)
+        output = parts.loss_module(embeddings.float(), logits.float(), targets)
+    loss = float(output.loss.detach())
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(loss, parts.optimizer.param_groups[0]["lr"])
+    _backward_and_step(parts, output.loss)
+    if parts.ema is not None:
+        parts.ema.update(parts.model)
+    return StepResult(loss, _correct(output.logits, labels, targets), len(labels))
 
 
-def _backward_and_step(trainer, loss: torch.Tensor) -> None:
-    optimizer, scaler = trainer.optimizer, trainer.scaler
+def _backward_and_step(parts: StepParts, loss: torch.Tensor) -> None:
+    optimizer, scaler = parts.optimizer, parts.scaler
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
     else:
         loss.backward()
-    if trainer.config.grad_clip:
+    if parts.grad_clip:
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, trainer.config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, parts.grad_clip)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
-    trainer.scheduler.step()
+    parts.scheduler.step()
 
 
 def margin_stuck_warning(loss: str, record: dict, num_classes: int) -> str:

@@ -1,13 +1,13 @@
 """Facts the home page shows, gathered without Streamlit."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import numpy as np
 
 from lib.base import config
+from lib.store.checkpoint import META_FILE, peek_meta
 from lib.ui.pages import PAGES, PageInfo
 
 # The lesson's order: plain cross-entropy first, then the margin losses fine-tuned from it.
@@ -23,18 +23,16 @@ def demo_summary() -> list[dict]:
     """One row per shipped demo checkpoint with its headline metrics (from its meta.json), in the
     lesson's order of their losses (CE, ArcFace, CosFace, SphereFace; any other after them)."""
     rows = []
-    for meta_path in sorted(config.CHECKPOINTS_DIR.glob("*/meta.json")):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError):
+    for meta_path in sorted(config.CHECKPOINTS_DIR.glob(f"*/{META_FILE}")):
+        meta = peek_meta(meta_path.parent)
+        if meta is None:
             continue
-        metrics = meta.get("metrics", {})
         rows.append({
             "checkpoint": meta_path.parent.name,
-            "loss": meta.get("loss", "?"),
-            "dev top-1": _fmt(metrics.get("dev_top1")),
-            "verification AUC": _fmt(metrics.get("auc")),
-            "EER": _fmt(metrics.get("eer")),
+            "loss": meta.loss or "?",
+            "dev top-1": _fmt(meta.metrics.get("dev_top1")),
+            "verification AUC": _fmt(meta.metrics.get("auc")),
+            "EER": _fmt(meta.metrics.get("eer")),
         })
     rank = {loss: index for index, loss in enumerate(LESSON_ORDER)}
     return sorted(rows, key=lambda row: (rank.get(row["loss"], len(rank)), row["checkpoint"]))

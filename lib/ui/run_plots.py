@@ -1,5 +1,5 @@
 """Plotly figures of training runs: one run's curves, several runs overlaid, and
-accuracy against compute. Pure functions of the metrics rows (lib.store.runs)."""
+accuracy against compute. Pure functions of the metrics rows (lib.ui.runs)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lib.store.runs import CURVES
+from lib.ui.runs import CURVES
 
 # (panel title, [(metric, legend name, dashed)]) — training and validation share a panel,
 # so the gap between them is visible at a glance.

@@ -9,7 +9,6 @@ single authority on what is valid: build_run() validates through it.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,7 +78,18 @@ GROUPS: dict[str, tuple[Field, ...]] = {
         Field("seed", "Seed", "int", "Same seed, same run.", 0, 2**31 - 1, 1),
     ),
 }
-FIELDS: dict[str, Field] = {f.name: f for group in GROUPS.values() for f in group}
+# Shown with the loss, for the losses that train on P x K batches (triplet, center); P follows the batch size.
+PK_FIELD = Field("images_per_identity", "Images per identity (K)", "int",
+                 "K images of each identity in every batch; the batch then holds P = batch size / K identities.",
+                 2, 32, 1)
+FIELDS: dict[str, Field] = {f.name: f for group in GROUPS.values() for f in group} | {PK_FIELD.name: PK_FIELD}
+PK_WHY = {
+    "triplet": "Batch-hard mining needs positives in the batch: each image is compared with the farthest image "
+               "of its own identity and the nearest of another, and random batches over hundreds of identities "
+               "rarely hold two images of one person.",
+    "center": "The center term then pulls K images of each identity toward its center in every step, rather "
+              "than mostly single images of many identities.",
+}
 
 LABEL_SMOOTHING_LESSON = (
     "**Label smoothing** ε trains toward (1−ε) on the true identity and ε/C on every class instead of a "
@@ -114,6 +124,23 @@ def label_smoothing_lesson(identities: int, epsilon: float) -> str:
         example = (f"with ε = {epsilon:g} and the {classes:,} identities of this data set the true identity's "
                    f"target is {true:.4g} and every other one's {other:.2g}, not 1 and 0.")
     return LABEL_SMOOTHING_LESSON.format(example=example)
+
+
+def pk_batch_lesson(loss: str, batch_size: int, k: int) -> str:
+    """What a P x K batch is for this loss, with this run's numbers."""
+    p = int(batch_size) // max(1, int(k))
+    why = PK_WHY.get(loss, "The loss compares images of one identity within a batch, so each needs company there.")
+    return (f"**P = {p} identities × K = {k} images per batch** (batch size {batch_size} = P × K: P follows "
+            f"the batch size, set in section 4). {why}")
+
+
+def pk_batch_problem(loss: str, batch_size: int, k: int) -> str:
+    """Why this batch size and K cannot make P x K batches for ``loss`` ('' when they can)."""
+    try:
+        TrainConfig(loss=loss, batch_size=int(batch_size), images_per_identity=int(k)).check_pk_batches()
+    except ValueError as err:
+        return str(err)
+    return ""
 
 
 def launch_hint(err: Exception) -> str:
@@ -259,14 +286,14 @@ def step_facts(images: int, values: dict) -> str:
 def checkpoint_problem(folder: Path, data_root: Path) -> str:
     """Why a checkpoint cannot be fine-tuned on this data set ('' when it can): the classifier
     and the class weights only carry over when the identities are the same."""
+    from lib.store.checkpoint import read_meta
     try:
-        meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
+        classes = list(read_meta(folder).classes)
     except (OSError, ValueError) as err:
         return f"its meta.json cannot be read ({err})"
     from lib.data.datasets import list_identities
-    classes = meta.get("classes") if isinstance(meta, dict) else None
     identities = list_identities(Path(data_root) / "cls_data" / "train")
-    if isinstance(classes, list) and classes != identities:
+    if classes and classes != identities:
         return (f"it was trained on {len(classes)} identities and this data set has {len(identities)} "
                 "(or other names); fine-tune a checkpoint trained on the same data set")
     return ""
@@ -274,18 +301,18 @@ def checkpoint_problem(folder: Path, data_root: Path) -> str:
 
 def checkpoint_spec(folder: Path) -> dict | None:
     """The model spec saved with a checkpoint (meta.json), or None if unreadable."""
-    try:
-        meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    spec = meta.get("spec") if isinstance(meta, dict) else None
-    return spec if isinstance(spec, dict) else None
+    from lib.store.checkpoint import peek_meta
+    meta = peek_meta(folder)
+    return meta.to_dict()["spec"] if meta is not None else None  # as JSON holds it: stages a list
 
 
 def build_run(name: str, model: dict, data_root: Path, pipeline: list, loss: str, loss_params: dict,
               values: dict, init_from: str = "") -> dict:
     """The run dict the queue gets; ValueError (naming the field) if the engine would refuse it."""
+    from lib.losses.registry import LOSSES
     settings = {key: values[key] for key in FIELDS if key in values and is_shown(FIELDS[key], values)}
+    if loss not in LOSSES or not LOSSES[loss].needs_pk_batches:
+        settings.pop(PK_FIELD.name, None)  # K means nothing to this loss: the run keeps the default
     settings.update(data_root=str(data_root), augment=copy.deepcopy(pipeline), loss=loss,
                     loss_params=dict(loss_params), init_from=init_from)
     run = {"name": name.strip(), "model": copy.deepcopy(model), "config": settings}

@@ -1,18 +1,18 @@
-"""Read a training run's folder for display: progress, per-epoch metrics, the
-log's tail, the model's cost, and a comparison table over several runs.
+"""What the Runs page shows of training runs: a job's row and status sentence, the
+latest epoch's numbers, the model's cost, and a comparison table over several runs.
 
-A run folder is written by `python -m lib train RUN.json --out DIR` (see
-lib/train/engine.py): progress.json is rewritten atomically every few steps,
-metrics.jsonl gets one JSON line per epoch, best/ and last/ are checkpoints.
-Every reader here tolerates a folder that is half written (a job that just
-started, or one that crashed): missing files give empty results, never errors.
+The run folder's files are read through lib.store.run_folder.RunFolder, whose readers
+tolerate a folder that is half written (a job that just started, or one that crashed).
 """
 from __future__ import annotations
 
 import json
 import math
+import time
 from functools import lru_cache
 from pathlib import Path
+
+from lib.store.run_folder import RunFolder, run_folders
 
 # Metrics a run reports per epoch, in the order the Runs page plots them.
 CURVES = {
@@ -29,59 +29,6 @@ EMPTY = "–"  # what a table cell shows for a value that does not exist (yet); 
 STARTING = "loading PyTorch and the data set; the first steps follow in a few seconds"
 # Columns of the comparison table: the last epoch's value, and the best AUC.
 FINAL_METRICS = ("dev_top1", "dev_top5", "auc", "eer", "train_acc", "train_loss")
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON object from a file, or None when the file is missing or half written."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def read_progress(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / "progress.json")
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """One dict per finished epoch; a line being written right now is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    # A resumed run may repeat an epoch it had started; keep the latest record of each.
-    by_epoch: dict = {}
-    for row in rows:
-        by_epoch[row.get("epoch", len(by_epoch))] = row
-    return [by_epoch[key] for key in sorted(by_epoch, key=_epoch_key)]
-
-
-def _epoch_key(epoch) -> float:
-    return float(epoch) if isinstance(epoch, (int, float)) else math.inf
-
-
-def log_tail(run_dir: Path, lines: int = 30, max_chars: int = 6000) -> str:
-    """The last lines of the job's log (stdout and stderr of the training process)."""
-    path = Path(run_dir) / "log.txt"
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - max_chars))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def progress_fraction(progress: dict | None) -> float:
@@ -107,28 +54,6 @@ def format_duration(seconds) -> str:
     if minutes:
         return f"{minutes} min {secs:02d} s"
     return f"{secs} s"
-
-
-def run_spec(run_dir: Path) -> dict | None:
-    """The model spec a run trains (a dict): from its checkpoint when it has one (the classifier
-    sized to the data), else from the engine's config.json or the submitted run.json."""
-    run_dir = Path(run_dir)
-    for path, key in (("best/meta.json", "spec"), ("last/meta.json", "spec"),
-                      ("config.json", "model"), ("run.json", "model")):
-        spec = _spec_dict((read_json(run_dir / path) or {}).get(key))
-        if spec is not None:
-            return spec
-    return None
-
-
-def _spec_dict(model) -> dict | None:
-    if isinstance(model, dict):
-        return model
-    if isinstance(model, str):
-        from lib.model.presets import PRESETS
-        if model in PRESETS:
-            return PRESETS[model].to_dict()
-    return None
 
 
 def model_cost(spec: dict | None) -> tuple[int | None, int | None]:
@@ -165,7 +90,7 @@ def _get(report, name: str):
 
 def final_metrics(run_dir: Path) -> dict:
     """Last epoch's metrics plus the best verification AUC and the epoch it came at."""
-    rows = read_metrics(run_dir)
+    rows = RunFolder(run_dir).read_metrics()
     if not rows:
         return {}
     result = {key: rows[-1].get(key) for key in FINAL_METRICS}
@@ -181,10 +106,10 @@ def compare_rows(runs: list[tuple[str, Path]]) -> list[dict]:
     """One row per (label, run folder) for the comparison table and the accuracy-vs-MACs plot."""
     rows = []
     for label, run_dir in runs:
-        params, macs = model_cost(run_spec(run_dir))
-        config = read_json(Path(run_dir) / "config.json") or (read_json(Path(run_dir) / "run.json") or {}).get("config", {})
+        folder = RunFolder(run_dir)
+        params, macs = model_cost(folder.spec())
         final = final_metrics(run_dir)
-        row = {"run": label, "loss": config.get("loss", "?") if isinstance(config, dict) else "?",
+        row = {"run": label, "loss": folder.train_config().get("loss", "?"),
                "params": params, "MACs": macs, "epochs": final.pop("epochs_done", None)}
         row.update({key: final.get(key) for key in ("dev_top1", "dev_top5", "auc", "eer", "best_auc")})
         row.update({key: final.get(key) for key in ("train_acc", "train_loss")})
@@ -194,7 +119,7 @@ def compare_rows(runs: list[tuple[str, Path]]) -> list[dict]:
 
 def job_row(job) -> dict:
     """What the Runs page's table shows for one job (a lib.jobs.queue.Job)."""
-    progress = read_progress(job.run_dir) or {}
+    progress = RunFolder(job.run_dir).read_progress()
     running = job.state == "running"
     best = final_metrics(job.run_dir)
     epochs = progress.get("epochs")
@@ -217,7 +142,7 @@ def _throughput(job, progress: dict) -> int | None:
     """Images per second now (running) or over the last epoch (finished)."""
     if job.state == "running" and _is_number(progress.get("images_per_s")):
         return round(progress["images_per_s"])
-    rows = read_metrics(job.run_dir) if job.state != "queued" else []
+    rows = RunFolder(job.run_dir).read_metrics() if job.state != "queued" else []
     value = rows[-1].get("images_per_s") if rows else None
     return round(value) if _is_number(value) else None
 
@@ -227,13 +152,12 @@ def _is_number(value) -> bool:
 
 
 def _clock(timestamp: float | None) -> str:
-    import time
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else EMPTY
 
 
 def status_line(job) -> str:
     """One sentence about where a job is: 'epoch 3 / 10, step 120 / 400, 350 images/s, about 2 min left'."""
-    progress = read_progress(job.run_dir) or {}
+    progress = RunFolder(job.run_dir).read_progress()
     if job.state == "queued":
         return "waiting for a free slot; it starts when a running job ends"
     parts = []
@@ -253,9 +177,8 @@ def status_line(job) -> str:
 def metric_runs(runs_dir: Path) -> list[Path]:
     """Every run folder with at least one finished epoch, newest first (runs started with
     the command line are listed too; a folder's name is its job id)."""
-    root = Path(runs_dir)
-    folders = [p for p in root.iterdir() if (p / "metrics.jsonl").is_file()] if root.is_dir() else []
-    return sorted((p for p in folders if read_metrics(p)), key=lambda p: p.name, reverse=True)
+    finished = [run.folder for run in run_folders(runs_dir) if run.read_metrics()]
+    return sorted(finished, key=lambda p: p.name, reverse=True)
 
 
 def run_labels(jobs) -> dict[str, str]:
