@@ -32,6 +32,7 @@ def _load_libraries() -> bool:
     import plotly.express  # noqa: F401
     import plotly.graph_objects  # noqa: F401
     import torchvision  # noqa: F401
+
     from lib.eval.projection import warm_up_umap
     warm_up_umap()  # UMAP's import and numba compile take many seconds: start them now, in the background
     return True

@@ -23,12 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from lib.base import config  # noqa: E402
+from lib.eval import projection, saliency
 from lib.explore import models as explore
-from lib.eval import projection
-from lib.eval import saliency
 from lib.model.net import FaceNet  # noqa: E402
 from lib.model.presets import PRESETS  # noqa: E402
-from lib.store.checkpoint import CheckpointMeta  # noqa: E402
+from lib.store.meta import CheckpointMeta  # noqa: E402
 
 
 def models() -> list[explore.ExploreModel]:

@@ -33,8 +33,9 @@ from torch import nn  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
 from lib.model.net import FaceNet  # noqa: E402
-from lib.train.engine import Trainer, load_run_file  # noqa: E402
 from lib.train.batches import make_loader  # noqa: E402
+from lib.train.config import load_run_file
+from lib.train.engine import Trainer  # noqa: E402
 from lib.train.step import train_step  # noqa: E402
 
 

@@ -122,9 +122,9 @@ def make_runs(runs_dir) -> list[str]:
     """Two runs with a best checkpoint each (CE and ArcFace), small random networks whose norm
     layers look trained, registered as user "alice"'s jobs; returns the labels the Explore pages
     give them ("<run name> (<user>)")."""
-    from lib.store.checkpoint import save_checkpoint
     from lib.data.datasets import load_split
     from lib.losses.registry import build_loss
+    from lib.store.checkpoint import save_checkpoint
 
     classes = load_split(config.EMBEDDED_DATA, "train").classes
     labels = []

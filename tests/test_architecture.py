@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
 
@@ -30,29 +32,23 @@ def _copy_lib(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _append(path: Path, line: str) -> None:
-    path.write_text(path.read_text() + f"\n{line}\n")
+# A line planted in a copy of lib/, and what import-linter must then report.
+VIOLATIONS = {
+    "an import up the layers": ("lib/model/net.py", "from lib.store import checkpoint",
+                                "lib.model.net -> lib.store.checkpoint"),
+    "Streamlit in lib": ("lib/base/config.py", "import streamlit",
+                         "lib never imports Streamlit (pages in views/ do) BROKEN"),
+    "a circle inside a package": ("lib/model/counting.py", "from lib.model import spec",
+                                  "No cycles are allowed in lib.model"),
+}
 
 
-def test_an_import_that_runs_up_the_layers_is_caught(tmp_path):
+@pytest.mark.parametrize("violation", VIOLATIONS)
+def test_a_planted_violation_is_caught(tmp_path, violation):
+    module, line, report = VIOLATIONS[violation]
     project = _copy_lib(tmp_path)
-    _append(project / "lib/model/net.py", "from lib.store import checkpoint  # noqa")
+    target = project / module
+    target.write_text(target.read_text() + f"\n{line}  # noqa\n")
     result = lint(project)
     assert result.returncode != 0
-    assert "lib.model.net -> lib.store.checkpoint" in result.stdout
-
-
-def test_streamlit_in_lib_is_caught(tmp_path):
-    project = _copy_lib(tmp_path)
-    _append(project / "lib/base/config.py", "import streamlit  # noqa")
-    result = lint(project)
-    assert result.returncode != 0
-    assert "lib never imports Streamlit" in result.stdout and "BROKEN" in result.stdout
-
-
-def test_an_import_circle_inside_a_package_is_caught(tmp_path):
-    project = _copy_lib(tmp_path)
-    _append(project / "lib/model/counting.py", "from lib.model import spec  # noqa")
-    result = lint(project)
-    assert result.returncode != 0
-    assert "No cycles are allowed in lib.model" in result.stdout
+    assert report in result.stdout, result.stdout

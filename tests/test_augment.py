@@ -9,9 +9,21 @@ import torch
 import torch.nn.functional as F
 
 from lib.data.advice import pipeline_code, pipeline_warnings
-from lib.data.augment import (BATCH_MIXES, DEFAULT_PIPELINE, TRANSFORMS, batch_mix, build_pipeline, check_runs,
-                         eval_transform, mix_preview, pipeline_from_json, pipeline_to_json,
-                         preview_grid, trace_steps, training_transform, validate_pipeline)
+from lib.data.augment import (
+    DEFAULT_PIPELINE,
+    batch_mix,
+    build_pipeline,
+    check_runs,
+    eval_transform,
+    mix_preview,
+    pipeline_from_json,
+    pipeline_to_json,
+    preview_grid,
+    trace_steps,
+    training_transform,
+    validate_pipeline,
+)
+from lib.data.transforms import BATCH_MIXES, TRANSFORMS
 
 MEAN, STD = (0.55, 0.43, 0.36), (0.25, 0.21, 0.2)
 STATS = (MEAN, STD)

@@ -12,16 +12,27 @@ import contextlib
 import dataclasses
 import time
 
-import pytest
-
-from browser_support import (add_choice, chromium, choose, click, fill_text, metric_value, multiselect_values,
-                             open_page, problems, require_chromium, running_app, screenshot, set_number,
-                             wait_idle)
-from job_support import small_dataset
 from lib.base import config
 from lib.jobs import queue as jobs
 from lib.model.net import count_params
 from lib.model.presets import PRESETS
+from tests.browser_support import (
+    add_choice,
+    choose,
+    chromium,
+    click,
+    fill_text,
+    metric_value,
+    multiselect_values,
+    open_page,
+    problems,
+    require_chromium,
+    running_app,
+    screenshot,
+    set_number,
+    wait_idle,
+)
+from tests.job_cases import small_dataset
 
 JOB_TIMEOUT = 240
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 from torch import nn
 
 from lib.model.blocks import BLOCKS, SqueezeExcite
-from lib.ui.build_notes import BLOCK_NOTES, concept_notes
-from lib.ui.build_view import block_alternatives, cost_chart, layer_formulas, layer_rows, parts_table
 from lib.model.presets import PRESETS
 from lib.model.profile import profile
 from lib.model.spec import ModelSpec
+from lib.ui.build_notes import BLOCK_NOTES, concept_notes
+from lib.ui.build_view import block_alternatives, cost_chart, layer_formulas, layer_rows, parts_table
 
 count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
 

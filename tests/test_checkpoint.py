@@ -18,13 +18,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from lib.base import files
-from lib.store import checkpoint
-from lib.store.checkpoint import (META_VERSION, CheckpointMeta, Normalization, list_checkpoints, load_checkpoint,
-                                   load_weights_checked, publish_checkpoint, read_meta, recordable_metrics,
-                                   save_checkpoint)
+from lib.base import config, files
 from lib.model.net import FaceNet
 from lib.model.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
+from lib.store import meta as meta_format
+from lib.store.catalog import list_checkpoints
+from lib.store.checkpoint import load_checkpoint, load_weights_checked, publish_checkpoint, save_checkpoint
+from lib.store.meta import META_VERSION, CheckpointMeta, Normalization, read_meta, recordable_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,7 +163,7 @@ def test_list_checkpoints_finds_run_best_folders(tmp_path, monkeypatch):
     found = dict(list_checkpoints())
     assert found["run r1 (quick)"] == tmp_path / "r1" / "best"
     assert not any(path.parent.name == "r2" for path in found.values())
-    demos = [path for label, path in list_checkpoints() if path.parent == checkpoint.config.CHECKPOINTS_DIR]
+    demos = [path for label, path in list_checkpoints() if path.parent == config.CHECKPOINTS_DIR]
     assert all((path / "meta.json").is_file() for path in demos)
 
 
@@ -173,12 +173,12 @@ DEMOS = ("demo-ce", "demo-arcface", "demo-cosface", "demo-sphereface")
 
 
 def _demo_meta(name: str) -> dict:
-    return json.loads((checkpoint.config.CHECKPOINTS_DIR / name / "meta.json").read_text())
+    return json.loads((config.CHECKPOINTS_DIR / name / "meta.json").read_text())
 
 
 @pytest.mark.parametrize("name", DEMOS)
 def test_demo_checkpoint_is_small_and_documented(name):
-    folder = checkpoint.config.CHECKPOINTS_DIR / name
+    folder = config.CHECKPOINTS_DIR / name
     meta = _demo_meta(name)
     assert meta["recipe"] == f"recipes/{name}.json" and meta["loss"] == name.split("-")[1]
     assert meta["metrics"]["auc"] >= 0.88
@@ -199,7 +199,7 @@ def test_margin_demos_verify_better_than_ce():
 
 @pytest.mark.parametrize("name", DEMOS)
 def test_demo_checkpoint_loads_as_checked_meta(name):
-    folder = checkpoint.config.CHECKPOINTS_DIR / name
+    folder = config.CHECKPOINTS_DIR / name
     loaded = load_checkpoint(folder)
     meta = loaded.meta
     assert meta.spec == loaded.spec and meta.loss == name.split("-")[1] and meta.name == name
@@ -224,7 +224,7 @@ def _full_meta() -> CheckpointMeta:
 
 def test_every_field_round_trips_through_meta_json(tmp_path):
     meta = _full_meta()
-    assert {f.name for f in fields(CheckpointMeta)} == {"version", "extras", *checkpoint._FIELD_PARSERS}
+    assert {f.name for f in fields(CheckpointMeta)} == {"version", "extras", *meta_format._FIELD_PARSERS}
     assert CheckpointMeta.from_dict(json.loads(json.dumps(meta.to_dict()))) == meta
     folder = save_checkpoint(tmp_path / "ck", FaceNet(TINY), meta)
     assert read_meta(folder) == meta  # versions and created are kept when recorded

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from browser_support import AppServer
-from job_support import small_dataset, states, wait_for
 from lib.jobs import queue as jobs
-from lib.ui import train_form
-from lib.store.checkpoint import load_checkpoint
 from lib.model.net import count_params
 from lib.model.presets import PRESETS
-from stream_session import StreamSession
+from lib.store.checkpoint import load_checkpoint
+from lib.ui import train_form
+from tests.browser_support import AppServer
+from tests.job_cases import small_dataset, states, wait_for
+from tests.stream_session import StreamSession
 
 SESSIONS = 20
 MAX_JOBS = 2
@@ -153,12 +153,12 @@ def check_each_session_kept_its_own_choices(report: dict, seen: list, queue, dat
 def end_the_lesson(queue) -> list:
     """Once the queue has drained a slot (a job done, a waiting one started), stop the rest."""
     wait_for(lambda: "done" in states(queue).values() and sum(j.started is not None for j in queue.list_jobs())
-             > MAX_JOBS, 600, "a job to finish and a waiting one to start in its place")
+             > MAX_JOBS, "a job to finish and a waiting one to start in its place", timeout=600)
     for job in queue.list_jobs():
         if not job.finished:
             queue.cancel(job.id)
-    return wait_for(lambda: all(j.finished for j in queue.list_jobs()) and queue.list_jobs(), 300,
-                    "every job to reach a final state")
+    return wait_for(lambda: all(j.finished for j in queue.list_jobs()) and queue.list_jobs(),
+                    "every job to reach a final state", timeout=300)
 
 
 def check_the_queue(final: list, monitor: Monitor, runs_dir: Path) -> None:

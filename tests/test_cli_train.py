@@ -13,10 +13,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from lib.__main__ import main
-from lib.store.checkpoint import load_checkpoint
 from lib.data.datasets import load_pairs, load_split
-from lib.train.engine import train
+from lib.store.checkpoint import load_checkpoint
 from lib.store.run_folder import RunFolder
+from lib.train.engine import train
 from tests.train_cases import tiny_config, tiny_run
 
 ROOT = Path(__file__).resolve().parent.parent

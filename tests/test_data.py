@@ -14,9 +14,8 @@ import torch
 from PIL import Image
 
 from lib.base import config
+from lib.data.datasets import channel_stats, find_datasets, load_pairs, load_split, parse_pairs_text, resolve_dataset
 from lib.data.report import check_dataset
-from lib.data.datasets import (channel_stats, find_datasets, load_pairs, load_split, parse_pairs_text,
-                      resolve_dataset)
 from tests.synthetic_data import make_dataset, pixels, write
 
 EMBEDDED = config.EMBEDDED_DATA

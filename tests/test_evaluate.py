@@ -13,8 +13,18 @@ from torch.nn import functional as F
 
 from lib.base import config
 from lib.data.datasets import PairSet
-from lib.eval.metrics import (best_threshold, classify, embed, geometry, kfold_accuracy, pair_scores, roc,
-                              topk_accuracy, verification_metrics, verify)
+from lib.eval.metrics import (
+    best_threshold,
+    classify,
+    embed,
+    geometry,
+    kfold_accuracy,
+    pair_scores,
+    roc,
+    topk_accuracy,
+    verification_metrics,
+    verify,
+)
 from lib.explore.metrics import metrics_row, verification_view
 from lib.model.net import FaceNet
 from lib.model.presets import PRESETS

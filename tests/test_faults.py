@@ -10,15 +10,18 @@ import sqlite3
 import pytest
 import torch
 
-from browser_support import AppServer
-from job_support import (file_size_limit, grow_disk, leftover_temp_files, metric_lines, read_only, small_disk, states,
-                         tiny_run, wait_for)
 from lib.jobs import queue as jobs
-from lib.store.run_folder import RunFolder
 from lib.store.checkpoint import load_checkpoint
-from stream_session import StreamSession
+from lib.store.run_folder import RunFolder
+from tests.browser_support import AppServer
+from tests.disk_conditions import file_size_limit, grow_disk, leftover_temp_files, metric_lines, read_only, small_disk
+from tests.job_cases import states, tiny, wait_for
+from tests.stream_session import StreamSession
 
 JOB_TIMEOUT = 150  # seconds for a few-second job on a busy two-core machine
+# 4 identities, batch 16, resume state every second: jobs of a few seconds that leave a
+# resume state behind when they are killed.
+FAULT_JOB = {"batch_size": 16, "resume_every_s": 1.0, "subset": {"classes": 4, "images": 64, "pairs": 40}}
 
 
 def assert_checkpoint_intact(folder, epoch: int | None = None) -> None:
@@ -51,19 +54,19 @@ def pull_the_plug(server: AppServer, queue, short: str, long: str, waiting: str)
     """Kill the app while it runs two jobs, and one of the jobs with it, as in a power cut;
     the other job was started by the dead app and finishes with nobody watching."""
     wait_for(lambda: states(queue)[long] == "running" and metric_lines(queue.run_dir(long)),
-             JOB_TIMEOUT, "the long job to finish its first epoch")
+             "the long job to finish its first epoch", timeout=JOB_TIMEOUT)
     assert list(states(queue).values()).count("running") <= 2
     victim = queue.get(long).pid
     server.kill()  # the queue's owner dies without any cleanup ...
     os.killpg(victim, signal.SIGKILL)  # ... and so does one job
     wait_for(lambda: RunFolder(queue.run_dir(short)).read_progress().get("status") == "done",
-             JOB_TIMEOUT, "the short job to finish with nobody watching")
+             "the short job to finish with nobody watching", timeout=JOB_TIMEOUT)
     assert states(queue)[waiting] in ("queued", "running")
 
 
 def check_after_restart(queue, short: str, long: str, waiting: str) -> None:
-    final = wait_for(lambda: (s := states(queue))[waiting] == "done" and s, JOB_TIMEOUT,
-                     "the waiting job to be started by the restarted app and finish")
+    final = wait_for(lambda: (s := states(queue))[waiting] == "done" and s,
+                     "the waiting job to be started by the restarted app and finish", timeout=JOB_TIMEOUT)
     assert final[short] == "done"
     assert final[long] == "failed"
     assert "without reporting" in queue.get(long).reason or "killed" in queue.get(long).reason
@@ -86,9 +89,9 @@ def check_resumed(queue, long: str, epochs_before: int) -> None:
 def test_killing_the_app_while_jobs_run_loses_nothing(tmp_path):
     runs_dir = tmp_path / "runs"
     queue = jobs.JobQueue(runs_dir, max_running=2)  # this test only reads and writes the registry
-    short = queue.submit(tiny_run("short", epochs=2), "ada")
-    long = queue.submit(tiny_run("long", epochs=12), "bob")
-    waiting = queue.submit(tiny_run("waiting", epochs=1), "cy")
+    short = queue.submit(tiny("short", epochs=2, **FAULT_JOB), "ada")
+    long = queue.submit(tiny("long", epochs=12, **FAULT_JOB), "bob")
+    waiting = queue.submit(tiny("waiting", epochs=1, **FAULT_JOB), "cy")
     server = AppServer(runs_dir, env={jobs.MAX_JOBS_ENV: "2"}).start()
     try:
         open_runs_page(server)  # the app now owns the queue and starts two jobs
@@ -98,7 +101,7 @@ def test_killing_the_app_while_jobs_run_loses_nothing(tmp_path):
         check_after_restart(queue, short, long, waiting)
         epochs_before = len(metric_lines(queue.run_dir(long)))
         queue.resume(long)
-        wait_for(lambda: states(queue)[long] == "done", JOB_TIMEOUT, "the resumed job to finish")
+        wait_for(lambda: states(queue)[long] == "done", "the resumed job to finish", timeout=JOB_TIMEOUT)
     finally:
         server.stop()
     check_resumed(queue, long, epochs_before)
@@ -111,7 +114,7 @@ def run_until_finished(queue, job_id: str) -> jobs.Job:
             return queue.get(job_id).finished
         except jobs.RunsFolderError:
             return False  # the disk is full at this moment; the app's ticker retries the same way
-    wait_for(finished, JOB_TIMEOUT, f"job {job_id} to finish")
+    wait_for(finished, f"job {job_id} to finish", timeout=JOB_TIMEOUT)
     return queue.get(job_id)
 
 
@@ -120,7 +123,7 @@ def test_a_full_disk_fails_the_job_clearly_and_keeps_what_was_saved(tmp_path):
     runs_dir = tmp_path / "runs"
     with small_disk(runs_dir, size_kb=320) as mounted:
         queue = jobs.JobQueue(runs_dir, max_running=1)
-        job_id = queue.submit(tiny_run("filler", epochs=3), "ada")
+        job_id = queue.submit(tiny("filler", epochs=3, **FAULT_JOB), "ada")
         if mounted:
             job = run_until_finished(queue, job_id)
         else:  # no tmpfs: the training process may write 150 KB per file at most
@@ -148,12 +151,12 @@ def test_a_full_disk_fails_the_job_clearly_and_keeps_what_was_saved(tmp_path):
 def test_a_read_only_runs_folder_gives_a_clear_error_and_changes_nothing(tmp_path):
     runs_dir = tmp_path / "runs"
     queue = jobs.JobQueue(runs_dir, max_running=1)
-    kept = queue.submit(tiny_run("kept"), "ada")
+    kept = queue.submit(tiny("kept", **FAULT_JOB), "ada")
     before = (runs_dir / jobs.DB_NAME).read_bytes()
     server = AppServer(runs_dir, env={jobs.MAX_JOBS_ENV: "1"})
     with read_only(runs_dir):
         with pytest.raises(jobs.RunsFolderError, match="read-only") as caught:
-            jobs.JobQueue(runs_dir).submit(tiny_run("refused"), "bob")
+            jobs.JobQueue(runs_dir).submit(tiny("refused", **FAULT_JOB), "bob")
         assert str(runs_dir) in str(caught.value)
         server.start()
         try:

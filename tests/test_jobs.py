@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from lib.base import config
-from lib.jobs import queue as jobs
 from lib.jobs import launcher
+from lib.jobs import queue as jobs
 from lib.store.run_folder import RunFolder
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lib.losses.registry import LOSSES, LossOutput, build_loss, target_logit
-from lib.losses.margins import sphereface_lambda, sphereface_psi
+from lib.losses.margins import LossOutput, sphereface_lambda, sphereface_psi, target_logit
+from lib.losses.registry import LOSSES, build_loss
 from lib.train.sampler import PKSampler
 
 EYE2 = torch.eye(2)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lib.base import config
-from lib.explore import margins as geo
 from lib.explore import margin_toy
-from lib.losses.registry import target_logit
+from lib.explore import margins as geo
+from lib.losses.margins import target_logit
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import sys
 from dataclasses import replace
 
 from lib.base import config
-from lib.model.warnings import channels_last_crash_layers, channels_last_warning
 from lib.model.presets import PRESETS
 from lib.model.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
+from lib.model.warnings import channels_last_crash_layers, channels_last_warning
 
 # An 8-channel stem, then a stage that halves the size: its shortcut is a 1x1 stride-2 conv on 8 channels.
 THIN = ModelSpec(name="thin", stem=StemSpec(kind="conv", out_chs=8, kernel_size=3, stride=1),

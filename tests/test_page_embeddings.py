@@ -12,10 +12,10 @@ from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
 from lib.base import config
-from lib.store.checkpoint import load_checkpoint
 from lib.data.datasets import load_pairs
 from lib.eval.metrics import embed, pair_scores
 from lib.model.net import count_params
+from lib.store.checkpoint import load_checkpoint
 from tests.explore_models import make_mini_dataset, make_runs
 
 PAGES = config.PROJECT_ROOT / "views"

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
 from lib.base import config
-from lib.eval import saliency
-from lib.store.checkpoint import load_checkpoint
 from lib.data.datasets import load_pairs
+from lib.eval import saliency
 from lib.eval.metrics import embed
+from lib.store.checkpoint import load_checkpoint
 from tests.explore_models import make_mini_dataset, make_runs
 
 

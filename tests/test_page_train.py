@@ -10,18 +10,18 @@ from streamlit.testing.v1 import AppTest
 from torch.utils.flop_counter import FlopCounterMode
 
 from lib.base import config
-from lib.jobs import queue as jobs
 from lib.data.augment import DEFAULT_PIPELINE
-from lib.store.checkpoint import save_checkpoint
 from lib.data.datasets import list_identities
+from lib.jobs import queue as jobs
 from lib.losses.registry import LOSSES
 from lib.model.net import FaceNet, count_params
 from lib.model.presets import PRESETS
 from lib.model.spec import ModelSpec
+from lib.store.checkpoint import save_checkpoint
 from lib.ui import train_form
 from lib.ui.train_form import format_count
+from tests.disk_conditions import read_only
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
-from tests.job_support import read_only
 from tests.synthetic_data import make_dataset
 from tests.train_cases import TINY_MODEL
 

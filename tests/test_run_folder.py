@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from lib.model.net import FaceNet
 from lib.model.presets import PRESETS
 from lib.model.spec import HeadSpec, ModelSpec, StageSpec, StemSpec
-from lib.model.net import FaceNet
-from lib.store import checkpoint, run_folder
+from lib.store import checkpoint, meta
 from lib.store.run_folder import RunFolder, parse_metrics, run_folders
 from lib.train.rng import rng_state, set_rng_state
 
@@ -116,15 +116,11 @@ def test_spec_comes_from_best_then_last_then_config_then_run(tmp_path):
     checkpoint.save_checkpoint(folder.last, FaceNet(TINY), {})
     assert folder.spec()["name"] == "tiny"  # the checkpoint's spec, classifier sized to the data
     (folder.best).mkdir()
-    (folder.best / checkpoint.META_FILE).write_text(json.dumps({"spec": spec_named("from-best")}))
+    (folder.best / meta.META_FILE).write_text(json.dumps({"spec": spec_named("from-best")}))
     assert folder.spec()["name"] == "from-best"
     folder.write_config({"model": "no-such-preset"})
-    (folder.best / checkpoint.META_FILE).write_text("{")
+    (folder.best / meta.META_FILE).write_text("{")
     assert folder.spec()["name"] == "tiny"  # a broken or unknown entry is passed over
-
-
-def test_the_checkpoint_file_name_agrees_with_the_checkpoint_module():
-    assert run_folder.CHECKPOINT_META == checkpoint.META_FILE
 
 
 def test_run_folders_lists_visible_folders_by_name(tmp_path):

@@ -7,11 +7,10 @@ import json
 import pytest
 
 from lib.jobs import queue as jobs
-from lib.train import recipes
 from lib.store.run_folder import RunFolder
-from lib.ui import runs
-from lib.ui import train_form
+from lib.train import recipes
 from lib.train.config import TrainConfig, config_from_run
+from lib.ui import runs, train_form
 
 
 def write_lines(path, *rows, tail: str = "") -> None:

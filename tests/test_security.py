@@ -87,11 +87,11 @@ def test_pairs_lines_naming_files_outside_the_data_set_are_skipped(tmp_path):
 
 @pytest.mark.parametrize("name", ["../../../escape", "/etc/cron.d/x", "a/b\\c", "..", "."])
 def test_run_names_from_the_train_page_stay_inside_the_runs_folder(tmp_path, name):
-    from job_support import tiny_run
     from lib.jobs.queue import JobQueue
+    from tests.job_cases import tiny
 
     queue = JobQueue(tmp_path / "runs", max_running=1)
-    job_id = queue.submit(tiny_run(name), "ada")
+    job_id = queue.submit(tiny(name), "ada")
     assert queue.run_dir(job_id).parent == queue.runs_dir and queue.run_dir(job_id).is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
@@ -108,8 +108,8 @@ def test_job_ids_from_the_runs_page_must_name_a_job(tmp_path, job_id):
 
 def test_training_reads_data_only_from_the_roots(tmp_path):
     """A run file (written by the Train page, or by hand) naming other folders is refused."""
-    from lib.train.config import config_from_run
     from lib.train.batches import load_train_data
+    from lib.train.config import config_from_run
 
     with pytest.raises(ValueError, match="not inside a configured data root"):
         load_train_data(tmp_path)
@@ -207,12 +207,12 @@ class Trap:
 @pytest.fixture
 def good_files(tmp_path) -> dict[str, bytes]:
     """model.safetensors and meta.json of a real (tiny) checkpoint, as an upload carries them."""
-    from job_support import tiny_model
-    from lib.store.checkpoint import save_checkpoint
     from lib.model.net import FaceNet
     from lib.model.spec import ModelSpec
+    from lib.store.checkpoint import save_checkpoint
+    from tests.train_cases import TINY_MODEL
 
-    folder = save_checkpoint(tmp_path / "ckpt", FaceNet(ModelSpec.from_dict(tiny_model())), {"epoch": 1})
+    folder = save_checkpoint(tmp_path / "ckpt", FaceNet(ModelSpec.from_dict(TINY_MODEL)), {"epoch": 1})
     return {name: (folder / name).read_bytes() for name in ("model.safetensors", "meta.json")}
 
 
@@ -270,7 +270,7 @@ def test_a_real_checkpoint_upload_loads(good_files):
     loose = upload.load_upload(list(good_files.items()))
     packed = upload.load_upload([("run.zip", zipped({f"run/best/{k}": v for k, v in good_files.items()}))])
     assert loose.fingerprint == packed.fingerprint
-    assert loose.spec.name == "tiny"
+    assert loose.spec.name == "tiny_face"  # tests/train_cases.py TINY_MODEL
 
 
 def test_uploads_are_capped(good_files):
@@ -329,7 +329,7 @@ def test_the_running_app_refuses_uploads_without_its_xsrf_token(tmp_path):
     import urllib.error
     import urllib.request
 
-    from browser_support import running_app
+    from tests.browser_support import running_app
 
     with running_app(tmp_path / "runs") as server:
         request = urllib.request.Request(f"{server.url}/_stcore/upload_file/any-session/any-file", method="PUT",

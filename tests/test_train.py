@@ -10,19 +10,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lib.base.config import RECIPES_DIR
 from lib.base.device import resolve_device
 from lib.model.net import FaceNet
 from lib.model.spec import ModelSpec
 from lib.store.checkpoint import load_checkpoint
-from lib.base.config import RECIPES_DIR
-from lib.train.ema import ModelEma
-from lib.train.schedule import WarmupCosine
-from lib.train.engine import Trainer, TrainConfig, config_from_run, load_run_file, train
-from lib.train.batches import EpochBatches, load_train_data, make_loader, training_batches
-from lib.train.step import margin_stuck_warning
 from lib.store.run_folder import RunFolder
+from lib.train.batches import EpochBatches, load_train_data, make_loader, training_batches
+from lib.train.config import TrainConfig, config_from_run, load_run_file
+from lib.train.ema import ModelEma
+from lib.train.engine import Trainer, train
+from lib.train.schedule import WarmupCosine
+from lib.train.step import margin_stuck_warning
 from tests.train_cases import TINY_MODEL, identity_counts, record_loss_labels, tiny_config, tiny_run
-
 
 # ----------------------------------------------------------------------------- config
 
@@ -266,8 +266,8 @@ def test_options_run_mixing_ema_clipping_adamw_and_a_worker(tmp_path):
     assert train(config, tmp_path)["status"] == "done"
     record = RunFolder(tmp_path).read_metrics()[0]
     assert 0.0 <= record["train_acc"] <= 1.0 and math.isfinite(record["train_loss"])
-    resume = torch.load(tmp_path / "resume" / "state.pt", weights_only=True)
-    saved = load_file(str(tmp_path / "last" / "model.safetensors"))
+    resume = RunFolder(tmp_path).load_resume()  # on the CPU, also after a run on a GPU
+    saved = load_file(str(RunFolder(tmp_path).last / "model.safetensors"))
     # With EMA on, the checkpoint holds the averaged weights, not the raw ones.
     assert torch.equal(saved["classifier.weight"], resume["ema"]["module"]["classifier.weight"])
     assert not torch.equal(saved["classifier.weight"], resume["model"]["classifier.weight"])

@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
-from lib.store import upload
-from lib.store.checkpoint import save_checkpoint
 from lib.losses.registry import build_loss
 from lib.model.net import FaceNet
 from lib.model.presets import PRESETS
+from lib.store import upload
+from lib.store.checkpoint import save_checkpoint
 
 
 def small_spec(width: int = 8):

@@ -1,7 +1,7 @@
 """Tiny runs shared by the training tests: a small net on a few LFW-64 identities."""
 from __future__ import annotations
 
-from lib.train.engine import TrainConfig, config_from_run
+from lib.train.config import TrainConfig, config_from_run
 
 TINY_MODEL = {
     "name": "tiny_face",
@@ -13,12 +13,12 @@ TINY_MODEL = {
 }
 
 
-def tiny_run(**config) -> dict:
-    """A run dict: 10 identities (~90 images), 40 pairs, batch 8, 2 epochs."""
+def tiny_run(name: str = "tiny", **config) -> dict:
+    """A run dict: 10 identities (~90 images), 40 pairs, batch 8, 2 epochs, 1 CPU thread."""
     values = {"epochs": 2, "batch_size": 8, "lr": 0.05, "warmup_epochs": 0.5, "label_smoothing": 0.1,
               "subset": {"classes": 10, "pairs": 40}, "threads": 1, "seed": 3}
     values.update(config)
-    return {"name": "tiny", "model": TINY_MODEL, "config": values}
+    return {"name": name, "model": TINY_MODEL, "config": values}
 
 
 def tiny_config(**config) -> TrainConfig:

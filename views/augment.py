@@ -7,10 +7,10 @@ import plotly.express as px
 import streamlit as st
 
 from lib.data import advice, augment
-from lib.ui import augment_lab as lab
-from lib.data.transforms import BATCH_MIXES, TRANSFORMS
 from lib.data.datasets import channel_stats, load_pairs, load_split
 from lib.data.report import check_dataset
+from lib.data.transforms import BATCH_MIXES, TRANSFORMS
+from lib.ui import augment_lab as lab
 from views.common import PIPELINE_KEY, data_root, show_error
 
 NAMES_KEY, DRAFT_KEY = "augment.names", "augment.draft"  # the draft survives visits to other pages

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import streamlit as st
 
+from lib.data.datasets import list_identities
 from lib.model import edit
 from lib.model.blocks import BLOCK_TITLES
-from lib.ui.build_notes import BLOCK_NOTES, concept_notes
-from lib.ui.build_view import block_alternatives, budget_gauge, cost_chart, layer_formulas, layer_rows, parts_table
 from lib.model.codegen import to_source
-from lib.data.datasets import list_identities
-from lib.model.warnings import channels_last_warning
 from lib.model.presets import FACE_PRESETS, PRESETS
 from lib.model.profile import human, profile, shape_text
 from lib.model.spec import ModelSpec
+from lib.model.warnings import channels_last_warning
+from lib.ui.build_notes import BLOCK_NOTES, concept_notes
+from lib.ui.build_view import block_alternatives, budget_gauge, cost_chart, layer_formulas, layer_rows, parts_table
 from views.common import MODEL_SPEC_KEY, data_root, show_error
 
 DRAFT, VALID = "build.draft", "build.valid"  # the spec being edited; the last one that was possible

@@ -2,18 +2,15 @@
 how well pairs verify, and what a threshold accepts and rejects."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import streamlit as st
 
-from lib.ui import explore_figures as figs
-from lib.explore import metrics as explore_metrics
 from lib.eval import projection
+from lib.explore import metrics as explore_metrics
 from lib.explore.models import unit
+from lib.ui import explore_figures as figs
 from views import explore_state as state
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson
-
 
 
 def _colored_slider(column, available: int) -> int:

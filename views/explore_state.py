@@ -12,9 +12,10 @@ import numpy as np
 import streamlit as st
 
 from lib.base import config
-from lib.explore import models as explore
 from lib.explore import metrics as explore_metrics
-from lib.store.checkpoint import MODEL_FILE, list_checkpoints
+from lib.explore import models as explore
+from lib.store.catalog import list_checkpoints
+from lib.store.checkpoint import MODEL_FILE
 
 
 def mtime(folder: str) -> float:

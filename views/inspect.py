@@ -6,14 +6,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from lib.explore import models as explore
+from lib.eval import projection, saliency
 from lib.explore import inspection as explore_inspect
 from lib.explore import metrics as explore_metrics
-from lib.eval import projection
-from lib.eval import saliency
+from lib.explore import models as explore
+from lib.explore import saliency as explore_saliency
 from lib.store import upload
 from lib.ui import explore_figures as figs
-from lib.explore import saliency as explore_saliency
 from views import explore_state as state
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson

@@ -7,12 +7,11 @@ import math
 import pandas as pd
 import streamlit as st
 
-from lib.explore import margins as geo
 from lib.explore import margin_toy
+from lib.explore import margins as geo
 from lib.losses.registry import LOSSES
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson
-
 
 
 def _short_title(loss: str) -> str:

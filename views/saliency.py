@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib.explore import saliency as explore_saliency
 from lib.eval import saliency
+from lib.explore import saliency as explore_saliency
 from lib.ui.explore_figures import pretty
 from views import explore_state as state
 from views.common import data_root, show_error

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib.jobs import queue as jobs
-from lib.ui import train_form
 from lib.data.augment import default_pipeline
-from lib.store.checkpoint import list_checkpoints
+from lib.jobs import queue as jobs
 from lib.losses.registry import LOSSES
-from lib.model.warnings import channels_last_warning
 from lib.model.presets import FACE_PRESETS, PRESETS
+from lib.model.warnings import channels_last_warning
+from lib.store.catalog import list_checkpoints
 from lib.train.recipes import CONVNEXT_RECIPE, all_recipes, convnext_table
+from lib.ui import train_form
 from views.common import MODEL_SPEC_KEY, PIPELINE_KEY, data_root, runs_dir, show_error, user_name
 
 st.title("Train")

@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", metavar="ROOT", help="data set folder (default: the one in meta.json)")
     parser.add_argument("--pairs", metavar="FILE", help="pairs file inside ROOT (default: val_pairs.txt)")
     parser.add_argument("--flip", action="store_true", help="add the mirrored face's embedding (test-time augmentation)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
 
@@ -37,9 +37,11 @@ def format_report(report) -> str:
 
 
 def run(args) -> int:
+    from lib.base.device import resolve_device
     from lib.train.evaluation import evaluate_checkpoint
     try:
-        report = evaluate_checkpoint(args.checkpoint, args.data, args.pairs, flip=args.flip, device=args.device)
+        report = evaluate_checkpoint(args.checkpoint, args.data, args.pairs, flip=args.flip,
+                                     device=resolve_device(args.device))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -69,7 +69,7 @@ def print_event(event: dict) -> None:
 
 def _load_config(args, out: Path | None):
     from lib.store.run_folder import RunFolder
-    from lib.train.engine import TrainConfig, load_run_file
+    from lib.train.config import TrainConfig, load_run_file
     if args.run_file:
         return load_run_file(args.run_file)
     saved = RunFolder(out).read_config() if args.resume and out is not None else {}

@@ -18,13 +18,7 @@ import json
 import torch
 from torchvision.transforms import v2
 
-from lib.data.transforms import BATCH_MIXES, IMAGE_SIZE, MEAN, STD, TRANSFORMS, Expr, Param, TransformInfo
-
-__all__ = ["TRANSFORMS", "BATCH_MIXES", "DEFAULT_PIPELINE", "TransformInfo", "Param", "validate_pipeline",
-           "build_pipeline", "training_transform", "eval_transform", "batch_mix", "BatchMix",
-           "pipeline_to_json", "pipeline_from_json", "pipeline_code", "preview_grid", "trace_steps",
-           "mix_preview", "to_display", "default_pipeline", "pipeline_warnings", "check_runs"]
-
+from lib.data.transforms import BATCH_MIXES, IMAGE_SIZE, MEAN, STD, TRANSFORMS, Expr, Param
 
 # ----------------------------------------------------------------------------- validation
 

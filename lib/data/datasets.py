@@ -16,7 +16,6 @@ A corrupt image is skipped and listed; it never stops the rest from loading.
 """
 from __future__ import annotations
 
-
 import os
 import threading
 from collections import Counter

@@ -7,10 +7,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lib.store.checkpoint import LOSS_FILE, META_FILE, MODEL_FILE, CheckpointMeta
-from lib.explore.models import ExploreModel, normalization, margin_class_weights
+from lib.explore.models import ExploreModel, margin_class_weights, normalization
 from lib.model.net import count_params
 from lib.model.spec import ModelSpec, embedding_dim, stage_output_sizes
+from lib.store.checkpoint import LOSS_FILE, MODEL_FILE
+from lib.store.meta import META_FILE, CheckpointMeta
 from lib.store.run_folder import RunFolder
 from lib.store.upload import UploadedCheckpoint
 

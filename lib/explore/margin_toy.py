@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.data.datasets import load_split
 from lib.base.threads import one_thread
+from lib.data.datasets import load_split
 from lib.losses.registry import LOSSES, build_loss
 
 TOY_LOSSES = ("ce", "sphereface", "cosface", "arcface", "center", "triplet")

@@ -1,7 +1,7 @@
 """Geometry and figures of the Margins page: target logits against the angle,
 the decision regions of two classes on the unit circle, and the margin toy.
 
-The target logit functions come from lib.losses.registry.target_logit (the same code the
+The target logit functions come from lib.losses.margins.target_logit (the same code the
 losses train with); this module only evaluates and draws them.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lib.losses.registry import target_logit
+from lib.losses.margins import target_logit
 
 CURVES = ("softmax", "sphereface", "cosface", "arcface")
 CURVE_TITLES = {"softmax": "Softmax (normalized): s cos(theta)", "sphereface": "SphereFace: s psi(m theta)",

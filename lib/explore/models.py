@@ -25,13 +25,14 @@ import torch.nn.functional as F
 
 from lib.base import config
 from lib.base.files import atomic_save_npy
-from lib.jobs.queue import job_users
-from lib.store.checkpoint import MODEL_FILE, CheckpointMeta, load_checkpoint
-from lib.store.run_folder import RunFolder
 from lib.base.threads import one_thread
-from lib.losses.registry import LOSSES
+from lib.jobs.queue import job_users
 from lib.losses.margins import MarginHead
+from lib.losses.registry import LOSSES
 from lib.model.net import FaceNet
+from lib.store.checkpoint import MODEL_FILE, load_checkpoint
+from lib.store.meta import CheckpointMeta
+from lib.store.run_folder import RunFolder
 
 CACHE_ENV = "FACELAB_CACHE_DIR"
 DEMO_NAMES = ("demo-ce", "demo-arcface", "demo-cosface", "demo-sphereface")

@@ -32,7 +32,6 @@ from lib.base import config
 from lib.jobs import launcher
 from lib.store.run_folder import RunFolder
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 MAX_JOBS_ENV = "FACELAB_MAX_JOBS"
 DB_NAME = "jobs.sqlite"

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+
 @dataclass
 class LossOutput:
     """What every loss module returns: the scalar to minimise, and the logits to

@@ -21,11 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lib.losses.margins import (ArcFaceHead, CosFaceHead, LossOutput, SphereFaceHead, hard_targets,
-                         target_logit)
-
-__all__ = ["LOSSES", "LossInfo", "LossOutput", "ParamSpec", "build_loss",
-           "target_logit", "CrossEntropy", "CenterLoss", "TripletLoss"]
+from lib.losses.margins import ArcFaceHead, CosFaceHead, LossOutput, SphereFaceHead, hard_targets
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import threading
 from functools import lru_cache
 
 from lib.model import blocks as blocks_module
-from lib.model.blocks import ACTIVATIONS, BLOCKS, BLOCK_TITLES
+from lib.model.blocks import ACTIVATIONS, BLOCK_TITLES, BLOCKS
 from lib.model.net import drop_path_rates
 from lib.model.profile import human, profile, shape_text
 from lib.model.spec import ModelSpec, embedding_dim, feature_chs, stage_in_chs

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output side of a convolution or pooling window (the usual floor formula)."""
     return (size + 2 * padding - kernel) // stride + 1

@@ -30,8 +30,8 @@ import torch
 
 from lib.base.files import atomic_torch_save, atomic_write_json, atomic_write_text
 from lib.model.presets import PRESETS
+from lib.store.meta import peek_meta
 
-STATUSES = ("running", "done", "failed", "cancelled")
 PROGRESS_EVERY_S = 2.0
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
@@ -41,9 +41,6 @@ PROGRESS_FILE = "progress.json"
 LAST_DIR = "last"
 BEST_DIR = "best"
 RESUME_FILE = "resume/state.pt"
-# A checkpoint's description (lib/store/checkpoint.py's META_FILE; that module builds on this
-# one, so the name is spelled here too: tests/test_run_folder.py checks they agree).
-CHECKPOINT_META = "meta.json"
 
 
 def parse_metrics(text: str) -> list[dict]:
@@ -147,10 +144,12 @@ class RunFolder:
     def spec(self) -> dict | None:
         """The model spec the run trains: from its checkpoint when it has one (the classifier
         sized to the data), else from the engine's config.json or the submitted run.json."""
-        sources = ((self.best / CHECKPOINT_META, "spec"), (self.last / CHECKPOINT_META, "spec"),
-                   (self.config_file, "model"), (self.run_file, "model"))
-        for path, key in sources:
-            spec = _spec_dict(_read_object(path).get(key))
+        for checkpoint in (self.best, self.last):
+            meta = peek_meta(checkpoint)
+            if meta is not None:
+                return meta.spec.to_dict()
+        for path in (self.config_file, self.run_file):
+            spec = _spec_dict(_read_object(path).get("model"))
             if spec is not None:
                 return spec
         return None

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import stat
 import zipfile
@@ -29,10 +28,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
-from lib.store.checkpoint import LOSS_FILE, META_FILE, MODEL_FILE, CheckpointMeta, load_weights_checked, meta_from_json
-from lib.store.run_folder import BEST_DIR, LAST_DIR, METRICS_FILE, parse_metrics
 from lib.model.net import FaceNet, count_params
 from lib.model.spec import ModelSpec
+from lib.store.checkpoint import LOSS_FILE, MODEL_FILE, load_weights_checked
+from lib.store.meta import META_FILE, CheckpointMeta, meta_from_json
+from lib.store.run_folder import BEST_DIR, LAST_DIR, METRICS_FILE, parse_metrics
 
 MAX_FILE_BYTES = 50 * 2**20      # one uploaded file (the app's upload limit is the same 50 MB)
 MAX_UNZIPPED_BYTES = 200 * 2**20  # everything inside a zip, inflated

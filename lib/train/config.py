@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from lib.base import config as paths
-from lib.data.augment import BATCH_MIXES, DEFAULT_PIPELINE, validate_pipeline
+from lib.data.augment import DEFAULT_PIPELINE, validate_pipeline
+from lib.data.transforms import BATCH_MIXES
 from lib.losses.registry import LOSSES, validate_params
 from lib.model.presets import PRESETS
 from lib.model.spec import ModelSpec

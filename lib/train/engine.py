@@ -26,23 +26,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.store.checkpoint import load_checkpoint, save_checkpoint
-from lib.train.ema import ModelEma
-from lib.losses.registry import LOSSES, build_loss
-from lib.model.warnings import channels_last_crash_layers
-from lib.model.net import FaceNet
-from lib.train.schedule import make_scheduler
-from lib.model.spec import embedding_dim
-from lib.train.config import TrainConfig, config_from_run, load_run_file  # noqa: F401  (public API)
 from lib.base.device import resolve_device
-from lib.train.batches import load_train_data, make_loader, training_batches
-from lib.train.evaluation import evaluate_model
-from lib.train.step import (EpochTally, NonFiniteLoss, StepParts, TrainingFailed, make_mixer, margin_stuck_warning,
-                             nan_message, train_step)
+from lib.losses.registry import LOSSES, build_loss
+from lib.model.net import FaceNet
+from lib.model.spec import embedding_dim
+from lib.model.warnings import channels_last_crash_layers
+from lib.store.checkpoint import load_checkpoint, save_checkpoint
+from lib.store.meta import CheckpointMeta, Normalization, recordable_metrics
 from lib.store.run_folder import RunFolder
+from lib.train.batches import load_train_data, make_loader, training_batches
+from lib.train.config import TrainConfig
+from lib.train.ema import ModelEma
+from lib.train.evaluation import evaluate_model
 from lib.train.rng import rng_state, set_rng_state
-
-__all__ = ["TrainConfig", "train", "TrainingFailed", "config_from_run", "load_run_file"]
+from lib.train.schedule import make_scheduler
+from lib.train.step import (
+    EpochTally,
+    NonFiniteLoss,
+    StepParts,
+    TrainingFailed,
+    make_mixer,
+    margin_stuck_warning,
+    nan_message,
+    train_step,
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -193,7 +200,6 @@ class Trainer:
 
     def meta(self, metrics: dict) -> CheckpointMeta:
         """What a checkpoint saved now records; a metric without a value (NaN) is recorded as None."""
-        from lib.store.checkpoint import CheckpointMeta, Normalization, recordable_metrics
         return CheckpointMeta(spec=self.spec, config=self.config.to_dict(), classes=tuple(self.data.classes),
                               metrics=recordable_metrics(metrics),
                               normalize=Normalization(tuple(self.data.mean), tuple(self.data.std)),

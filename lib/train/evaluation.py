@@ -19,7 +19,7 @@ from lib.base.config import PROJECT_ROOT
 from lib.eval.metrics import topk_accuracy, verify
 from lib.losses.registry import LOSSES, build_loss
 from lib.model.spec import embedding_dim
-from lib.store.checkpoint import CheckpointMeta
+from lib.store.meta import CheckpointMeta
 from lib.train.batches import Normalizer, TrainData, load_train_data
 
 EVAL_BATCH = 256
@@ -41,8 +41,7 @@ def dev_logits(model: nn.Module, loss_module: nn.Module, data: TrainData, device
             x = normalize(images).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            embeddings = model.embed(x)
-            logits = model.classifier(model.dropout(embeddings))
+            embeddings, logits = model.embed_and_classify(x)
             outputs.append(loss_module(embeddings, logits, labels).logits.float().cpu())
     finally:
         model.train(modes[0])

@@ -6,8 +6,8 @@ the page puts each note next to the number or picture it explains.
 """
 from __future__ import annotations
 
-from lib.ui.build_view import has_shortcut
 from lib.model.profile import PartProfile, Profile, human
+from lib.ui.build_view import has_shortcut
 
 BLOCK_NOTES = {
     "conv": ("conv -> BatchNorm -> activation",

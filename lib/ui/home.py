@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.base import config
-from lib.store.checkpoint import META_FILE, peek_meta
+from lib.store.meta import META_FILE, peek_meta
 from lib.ui.pages import PAGES, PageInfo
 
 # The lesson's order: plain cross-entropy first, then the margin losses fine-tuned from it.

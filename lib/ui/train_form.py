@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lib.base import config
-from lib.train.recipes import Recipe
 from lib.train.config import TrainConfig, config_from_run
+from lib.train.recipes import Recipe
 
 
 @dataclass(frozen=True)
@@ -286,7 +286,7 @@ def step_facts(images: int, values: dict) -> str:
 def checkpoint_problem(folder: Path, data_root: Path) -> str:
     """Why a checkpoint cannot be fine-tuned on this data set ('' when it can): the classifier
     and the class weights only carry over when the identities are the same."""
-    from lib.store.checkpoint import read_meta
+    from lib.store.meta import read_meta
     try:
         classes = list(read_meta(folder).classes)
     except (OSError, ValueError) as err:
@@ -301,7 +301,7 @@ def checkpoint_problem(folder: Path, data_root: Path) -> str:
 
 def checkpoint_spec(folder: Path) -> dict | None:
     """The model spec saved with a checkpoint (meta.json), or None if unreadable."""
-    from lib.store.checkpoint import peek_meta
+    from lib.store.meta import peek_meta
     meta = peek_meta(folder)
     return meta.to_dict()["spec"] if meta is not None else None  # as JSON holds it: stages a list
 
