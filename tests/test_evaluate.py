@@ -293,7 +293,7 @@ def test_embeddings_page_numbers_use_the_given_folds():
     expected = kfold_accuracy(view.scores, view.labels, pair_folds=SHIFTED_FOLDS[:9])
     np.testing.assert_array_equal(view.result.kfold_accuracies, expected)
     row = metrics_row(view, None, {})
-    assert row["kfold"] == f"{expected.mean():.2%} +- {expected.std():.2%} (2 folds)"
+    assert row["kfold"] == f"{expected.mean():.2%} ± {expected.std():.2%}" and row["kfold_folds"] == 2
     assert metrics_row(verification_view(raw, pairs, labels), None, {})["kfold"] is None  # 9 pairs: too few for 10
 
 
