@@ -19,6 +19,7 @@ from lib.data.transforms import BATCH_MIXES
 from lib.losses.registry import LOSSES, validate_params
 from lib.model.presets import PRESETS
 from lib.model.spec import ModelSpec
+from lib.store.meta import META_FILE
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -156,7 +157,7 @@ class TrainConfig:
             raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
         if not isinstance(self.init_from, str):
             raise ValueError(f"init_from: {self.init_from!r} is not a checkpoint folder path")
-        if self.init_from and not (self.init_folder() / "meta.json").is_file():
+        if self.init_from and not (self.init_folder() / META_FILE).is_file():
             raise ValueError(f"init_from: {self.init_from!r} is not a checkpoint folder (no meta.json)")
 
     def check_pk_batches(self) -> None:
