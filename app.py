@@ -6,16 +6,19 @@ and the sidebar every page shares (device, data set, runs folder, your name).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import streamlit as st
 
 from lib.base import config
 from lib.base.device import device_label
 from lib.ui.pages import PAGES
-from views.common import DATA_ROOT_KEY, USER_KEY
+from views.common import DATA_ROOT_KEY, USER_KEY, show_error
 
 st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
 LOGIN_ENV = "FACELAB_REQUIRE_LOGIN"
+# What st.login() needs in the [auth] section for its one (unnamed) provider.
+AUTH_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")
 
 
 @st.cache_resource(show_spinner=False)
@@ -55,8 +58,11 @@ def _sidebar() -> None:
         st.selectbox("Data set", options, key=DATA_ROOT_KEY, format_func=_dataset_label,
                      help="Folders in the HW2P2 layout found under the data roots. Add roots with the "
                           f"{config.DATA_ROOTS_ENV} environment variable (see the README).")
+        signed_in = _signed_in()
         st.text_input("Your name", key=USER_KEY, placeholder="shown next to the runs you launch",
-                      max_chars=40)
+                      max_chars=40, disabled=signed_in,
+                      help="Your signed-in name: the runs you launch are yours to stop and resume."
+                      if signed_in else "Jobs keep this name: only you (and the instructors) may stop them.")
         st.caption(f"Runs folder: `{_short(config.runs_dir())}`")
 
 
@@ -72,19 +78,57 @@ def _short(path) -> str:
         return str(path)
 
 
+def _auth_settings() -> Mapping:
+    """The [auth] section of .streamlit/secrets.toml; empty when there is no such file or section."""
+    if not st.secrets.load_if_toml_exists():
+        return {}
+    section = st.secrets.get("auth")
+    return section if isinstance(section, Mapping) else {}
+
+
+def _sign_in_setup_problem() -> str:
+    """What keeps sign-in from working, in words; "" when it is set up. Without an [auth] section
+    st.user has no is_logged_in at all, and st.login fails on a section that lacks a key."""
+    settings = _auth_settings()
+    missing = [key for key in AUTH_KEYS if not settings.get(key)]
+    if settings and missing:
+        return f"the `[auth]` section of `.streamlit/secrets.toml` lacks {', '.join(missing)}"
+    if settings or "is_logged_in" in st.user:  # the second: a login state Streamlit was handed directly
+        return ""
+    return "the `[auth]` section of `.streamlit/secrets.toml` is missing"
+
+
+def _show_sign_in_setup(problem: str) -> None:
+    """A setup mistake of whoever runs the server, shown on every page instead of a traceback."""
+    st.title("FaceLab")
+    show_error(f"Sign-in is required ({LOGIN_ENV}=1) but not set up: {problem}.",
+               f"add an `[auth]` section with {', '.join(AUTH_KEYS)} to `.streamlit/secrets.toml` "
+               f"(see Sign-in in the README) and restart FaceLab; or start it without {LOGIN_ENV}=1 "
+               "to turn sign-in off.")
+    st.stop()
+
+
 def _login_gate() -> None:
     """On a shared host, FACELAB_REQUIRE_LOGIN=1 puts the app behind Streamlit's
     OpenID Connect login (an [auth] section in .streamlit/secrets.toml, see the README).
     The signed-in name then attributes runs."""
     if os.environ.get(LOGIN_ENV, "") != "1":
         return
-    if not st.user.is_logged_in:
+    problem = _sign_in_setup_problem()
+    if problem:
+        _show_sign_in_setup(problem)
+    if not st.user.get("is_logged_in"):
         st.title("FaceLab")
         st.info("This FaceLab is shared by a class: sign in to build, train and explore.")
         st.button("Sign in", on_click=st.login, type="primary")
         st.stop()
-    if not st.session_state.get(USER_KEY):
-        st.session_state[USER_KEY] = str(st.user.get("name") or st.user.get("email") or "")
+    # Every run, not only the first: the signed-in identity owns the jobs launched from this
+    # session, whatever was typed before (the name field is locked while signed in).
+    st.session_state[USER_KEY] = str(st.user.get("name") or st.user.get("email") or "")
+
+
+def _signed_in() -> bool:
+    return os.environ.get(LOGIN_ENV, "") == "1" and bool(st.user.get("is_logged_in"))
 
 
 def main() -> None:

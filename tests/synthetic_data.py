@@ -38,3 +38,19 @@ def make_dataset(root: Path, train: dict[str, int], dev: dict[str, int], ver: in
         pairs = "ver_data/v0.png ver_data/v1.png 1\nver_data/v2.png ver_data/v3.png 0\n"
     (root / "val_pairs.txt").write_text(pairs)
     return written
+
+
+def write_flat_png(path: Path, width: int, height: int) -> None:
+    """A valid one-colour PNG of any size, streamed row by row: a 20000x20000 one weighs well under
+    1 MB on disk and costs no memory to write, yet a decoder must allocate width*height*3 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    compressor, row = zlib.compressobj(9), b"\x00" * (1 + (width + 7) // 8)  # filter byte, 1-bit gray
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))

@@ -44,3 +44,17 @@ def test_signed_in_name_attributes_runs(monkeypatch):
     assert not app.exception
     assert app.title[0].value == "FaceLab" and app.sidebar.selectbox
     assert app.sidebar.text_input[0].value == "Grace Hopper"
+
+
+def test_a_signed_in_name_cannot_be_replaced_by_typing(monkeypatch):
+    """Jobs belong to the name they were launched under: a signed-in student who types a
+    classmate's name must still launch (and own) runs as themselves."""
+    monkeypatch.setenv("FACELAB_REQUIRE_LOGIN", "1")
+    app = AppTest.from_file(str(config.PROJECT_ROOT / "app.py"), default_timeout=60)
+    app.user = {"is_logged_in": True, "name": "Grace Hopper", "email": "grace@example.edu"}
+    app.run()
+    assert app.sidebar.text_input[0].disabled  # a browser cannot type into it ...
+    app.session_state["facelab.user"] = "Ada Lovelace"  # ... and a name typed before signing in
+    app.run()
+    assert app.sidebar.text_input[0].value == "Grace Hopper"
+    assert app.session_state["facelab.user"] == "Grace Hopper"

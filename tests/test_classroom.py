@@ -19,6 +19,7 @@ from lib.model.net import count_params
 from lib.model.presets import PRESETS
 from lib.store.checkpoint import load_checkpoint
 from lib.ui import train_form
+from lib.ui.text import as_plain_markdown
 from tests.browser_support import AppServer
 from tests.job_cases import small_dataset, states, wait_for
 from tests.stream_session import StreamSession
@@ -112,7 +113,7 @@ def classroom(tmp_path):
     queue = jobs.JobQueue(runs_dir, max_running=MAX_JOBS)
     for job in queue.list_jobs():
         if not job.finished:
-            queue.cancel(job.id, force=True)
+            queue.cancel(job.id, force=True, by=job.user)
     server.stop()
 
 
@@ -139,7 +140,7 @@ def check_each_session_kept_its_own_choices(report: dict, seen: list, queue, dat
     for entry in report.values():
         assert entry["problems"] == [], entry["problems"]
         assert any("Launched" in text for text in entry["launched"]), entry["launched"]
-        assert f"Launching as **{entry['name']}**" in entry["texts"]  # its name, its data, its model
+        assert f"Launching as **{as_plain_markdown(entry['name'])}**" in entry["texts"]  # its name, its data, its model
         assert entry["identities"] == "6"
         on_six = count_params(replace(PRESETS[entry["model"]], num_classes=6))
         assert entry["build_params"] == f"{on_six:,}"  # Build follows the data set's 6 identities
@@ -156,7 +157,7 @@ def end_the_lesson(queue) -> list:
              > MAX_JOBS, "a job to finish and a waiting one to start in its place", timeout=600)
     for job in queue.list_jobs():
         if not job.finished:
-            queue.cancel(job.id)
+            queue.cancel(job.id, by=job.user)
     return wait_for(lambda: all(j.finished for j in queue.list_jobs()) and queue.list_jobs(),
                     "every job to reach a final state", timeout=300)
 

@@ -100,7 +100,7 @@ def test_killing_the_app_while_jobs_run_loses_nothing(tmp_path):
         open_runs_page(server)
         check_after_restart(queue, short, long, waiting)
         epochs_before = len(metric_lines(queue.run_dir(long)))
-        queue.resume(long)
+        queue.resume(long, by="bob")
         wait_for(lambda: states(queue)[long] == "done", "the resumed job to finish", timeout=JOB_TIMEOUT)
     finally:
         server.stop()
@@ -142,7 +142,7 @@ def test_a_full_disk_fails_the_job_clearly_and_keeps_what_was_saved(tmp_path):
 
         if mounted:  # the message says: free some space and resume the job
             grow_disk(runs_dir, 4096)
-        queue.resume(job_id)
+        queue.resume(job_id, by="ada")
         job = run_until_finished(queue, job_id)
         assert job.state == "done", job.reason
         assert_checkpoint_intact(job.run_dir / "last", epoch=3)

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from lib.base import config
 from lib.ui.home import demo_summary, face_strip
+from lib.ui.text import as_plain_markdown
 from tests.synthetic_data import make_dataset
 
 
@@ -36,6 +37,7 @@ def test_home_shows_faces_of_the_data_set_in_use():
     app = AppTest.from_file(str(config.PROJECT_ROOT / "app.py"), default_timeout=60).run()
     assert not app.exception
     captions = [caption for image in app.image for caption in image.captions]
-    expected = [name.replace("_", " ") for _, name in face_strip(config.EMBEDDED_DATA, count=8, seed=0)]
+    strip = face_strip(config.EMBEDDED_DATA, count=8, seed=0)
+    expected = [as_plain_markdown(name.replace("_", " ")) for _, name in strip]  # captions are markdown
     assert captions == expected and len(expected) == 8
     assert any("8 training faces of lfw64" in c.value for c in app.caption)

@@ -26,7 +26,7 @@ def test_registry_survives_reopening(tmp_path):
     queue = jobs.JobQueue(tmp_path, max_running=1)
     first = queue.submit(tiny("first"), "ada")
     second = queue.submit(tiny("second"), "bob")
-    queue.cancel(second)
+    queue.cancel(second, by="bob")
     reopened = jobs.JobQueue(tmp_path, max_running=1)
     listed = {job.id: job for job in reopened.list_jobs()}
     assert [job.id for job in reopened.list_jobs()] == [second, first]  # newest first
@@ -45,7 +45,7 @@ def test_bad_runs_are_refused_at_submit(tmp_path):
     with pytest.raises(ValueError, match="^name"):
         queue.submit({"name": " ", "model": "face_resnet", "config": {}}, "ada")
     with pytest.raises(ValueError, match="cannot resume a job that is queued"):
-        queue.resume(queue.submit(tiny(), "ada"))
+        queue.resume(queue.submit(tiny(), "ada"), by="ada")
     assert len(queue.list_jobs()) == 1
 
 
@@ -78,12 +78,12 @@ def test_queue_limit_holds_when_sessions_tick_at_once(tmp_path):
     assert [states[i].state for i in ids] == ["running", "running", "queued", "queued"]
     assert all(pid_alive(states[i].pid) for i in ids[:2])
     assert queue.tick() == []  # still full
-    queue.cancel(ids[2])  # a queued job is cancelled at once
-    queue.cancel(ids[0])
+    queue.cancel(ids[2], by="user2")  # a queued job is cancelled at once
+    queue.cancel(ids[0], by="user0")
     assert wait_finished(queue, ids[0]).state == "cancelled"
     assert queue.get(ids[3]).state == "running"  # the freed slot went to the next in line
-    for job_id in (ids[1], ids[3]):
-        queue.cancel(job_id, force=True)
+    for job_id, owner in ((ids[1], "user1"), (ids[3], "user3")):
+        queue.cancel(job_id, force=True, by=owner)
         assert wait_finished(queue, job_id).state == "cancelled"
     assert queue.get(ids[2]).reason == "cancelled before it started"
 
@@ -104,7 +104,7 @@ def test_killed_job_is_failed_on_restart_then_resumes(tmp_path):
     assert job.state == "failed"
     assert "stopped without reporting" in job.reason
     assert "starting: step 0/" in job.log_tail
-    queue.resume(job_id)  # killed before its first save: it starts over, and runs to the end
+    queue.resume(job_id, by="ada")  # killed before its first save: it starts over, and runs to the end
     assert queue.tick() == [job_id]
     job = wait_finished(queue, job_id)
     assert (job.state, job.reason, job.exit_code, job.attempts, job.device) == ("done", "", 0, 2, "cpu")
@@ -124,18 +124,18 @@ def test_cancel_saves_and_resume_continues(tmp_path):
     run_dir = queue.run_dir(job_id)
     folder = RunFolder(run_dir)
     wait_for(lambda: folder.read_metrics(), "the first epoch")
-    queue.cancel(job_id)
+    queue.cancel(job_id, by="ada")
     job = wait_finished(queue, job_id)
     assert (job.state, job.exit_code) == ("cancelled", 0)
     assert folder.read_progress()["status"] == "cancelled"
     assert folder.has_resume() and (run_dir / "last" / "meta.json").is_file()
     steps_before = folder.read_progress()["step"]
-    queue.resume(job_id)
+    queue.resume(job_id, by="ada")
     queue.tick()
     wait_for(lambda: log_has(queue, job_id, f"resuming at step {steps_before}/"), "the resumed run")
     launches = [line for line in (run_dir / "log.txt").read_text().splitlines() if line.startswith("=== ")]
     assert len(launches) == 2 and "--resume" in launches[1] and "--resume" not in launches[0]
-    queue.cancel(job_id, force=True)
+    queue.cancel(job_id, force=True, by="ada")
     job = wait_finished(queue, job_id)
     assert (job.state, job.reason) == ("cancelled", "stopped at once on request, without saving")
 
@@ -159,3 +159,38 @@ def test_reason_of_a_process_that_ended_without_reporting(tmp_path):
     assert launcher.outcome(job, 2)[1].startswith("the run's settings were rejected")
     Path(job.run_dir / "progress.json").write_text(json.dumps({"status": "failed", "message": "loss is NaN"}))
     assert launcher.outcome(job, 1) == ("failed", "loss is NaN")
+
+
+def test_only_the_owner_or_an_instructor_controls_a_job(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.INSTRUCTORS_ENV, "Prof Raj, ta@example.edu")
+    queue = jobs.JobQueue(tmp_path, max_running=1)  # never ticked: the jobs stay queued
+    job_id = queue.submit(tiny("adas-run"), "Ada")
+    for action, attempt in (("cancel", lambda: queue.cancel(job_id, by="bob")),
+                            ("stop", lambda: queue.cancel(job_id, force=True, by="bob"))):
+        with pytest.raises(jobs.NotAllowedError, match=f"only Ada, who launched it, or an instructor named in "
+                                                       f"FACELAB_INSTRUCTORS may {action} it"):
+            attempt()
+    assert queue.get(job_id).state == "queued" and not queue.get(job_id).cancel_requested
+    queue.cancel(job_id, by=" ada ")  # case and spacing of a typed name do not matter
+    with pytest.raises(jobs.NotAllowedError, match="may resume it"):
+        queue.resume(job_id, by=("Bob Smith", "bob@example.edu"))
+    assert queue.get(job_id).state == "cancelled"
+    queue.resume(job_id, by=("Someone Signed In", "TA@example.edu"))  # an instructor, by e-mail
+    assert queue.get(job_id).state == "queued"
+    queue.cancel(job_id, by="prof raj")
+    assert queue.get(job_id).state == "cancelled"
+
+
+def test_a_job_launched_without_a_name_is_only_an_instructors_to_control(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.INSTRUCTORS_ENV, raising=False)
+    queue = jobs.JobQueue(tmp_path, max_running=1)
+    job_id = queue.submit(tiny("nameless"), "  ")
+    assert queue.get(job_id).user == jobs.ANONYMOUS
+    for nameless in ("", "anonymous", "Anonymous", ("", "")):
+        with pytest.raises(jobs.NotAllowedError, match="launched without a name, so only an instructor named in "
+                                                       "FACELAB_INSTRUCTORS \\(none is named on this host\\)"):
+            queue.cancel(job_id, by=nameless)
+    assert queue.get(job_id).state == "queued"
+    monkeypatch.setenv(config.INSTRUCTORS_ENV, "prof")
+    queue.cancel(job_id, by="Prof")
+    assert queue.get(job_id).state == "cancelled"

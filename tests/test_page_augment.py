@@ -7,6 +7,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from lib.data.augment import DEFAULT_PIPELINE, validate_pipeline
+from lib.ui.text import as_plain_markdown
 from tests.synthetic_data import make_dataset
 
 PAGE = str(Path(__file__).resolve().parent.parent / "views" / "augment.py")
@@ -80,7 +81,7 @@ def test_json_import_loads_a_pipeline_and_rejects_a_bad_one():
     assert "aligned upright" in texts(at.warning)
     at.text_area(key="augment.json_in").input('[{"name": "RandomRotation", "params": {"degrees": 500}}]').run()
     at.button(key="augment.import").click().run()
-    assert "degrees = 500 is out of range" in texts(at.error) and not at.exception
+    assert as_plain_markdown("degrees = 500 is out of range") in texts(at.error) and not at.exception
     assert at.multiselect(key="augment.names").value == ["RandomRotation", "RandomGrayscale"]  # kept
     at.button(key="augment.handoff").click().run()
     assert at.session_state["facelab.pipeline"] == validate_pipeline(good)
@@ -94,7 +95,7 @@ def test_other_data_sets_112_pixels_and_a_broken_one(tmp_path):
     (tmp_path / "big/cls_data/train/ann/ann_0000.png").write_bytes(b"\x89PNG broken")
     at = page(tmp_path / "big")
     assert not at.exception and "found **1 problem**" in texts(at.caption)
-    assert "cls_data/train/ann/ann_0000.png: not a decodable image (skipped)" in texts(at.warning)
+    assert as_plain_markdown("cls_data/train/ann/ann_0000.png: not a decodable image (skipped)") in texts(at.warning)
     assert {m.label: m.value for m in at.metric}["train"] == "5"
     (tmp_path / "empty").mkdir()
     at = page(tmp_path / "empty")

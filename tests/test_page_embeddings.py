@@ -16,6 +16,7 @@ from lib.data.datasets import load_pairs
 from lib.eval.metrics import embed, pair_scores
 from lib.model.net import count_params
 from lib.store.checkpoint import load_checkpoint
+from lib.ui.text import as_plain_markdown
 from tests.explore_models import make_mini_dataset, make_runs
 
 PAGES = config.PROJECT_ROOT / "views"
@@ -72,7 +73,7 @@ def test_threshold_shows_tar_and_far_live(embeddings_app, world):
     app.slider(key="embeddings.threshold").set_value(0.9).run()
     scores, labels = _reference_scores(world["runs"] / "r0-ce" / "best", world["data"])
     metrics = {m.label: m.value for m in app.metric}
-    label = world["labels"][0]
+    label = as_plain_markdown(world["labels"][0])  # metric labels are markdown: the run name as text
     assert metrics[f"{label}: TAR"] == f"{np.mean(scores[labels == 1] >= 0.9):.1%}"
     assert metrics[f"{label}: FAR"] == f"{np.mean(scores[labels == 0] >= 0.9):.1%}"
     shown = " ".join(m.value for m in app.markdown)

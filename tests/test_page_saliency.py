@@ -11,6 +11,7 @@ from lib.data.datasets import load_pairs
 from lib.eval import saliency
 from lib.eval.metrics import embed
 from lib.store.checkpoint import load_checkpoint
+from lib.ui.text import as_plain_markdown
 from tests.explore_models import make_mini_dataset, make_runs
 
 
@@ -45,7 +46,8 @@ def test_one_face_across_checkpoints_with_every_method(app, world):
         assert not app.exception, method
         assert not app.warning, method
         captions = _captions(app)
-        assert captions[1:] == world["labels"], method  # the face, then one map per checkpoint
+        # the face, then one map per checkpoint (captions are markdown: run names shown as text)
+        assert captions[1:] == [as_plain_markdown(label) for label in world["labels"]], method
         assert saliency.METHODS[method].explanation in [c.value for c in app.caption]
     explained = [m.value for m in app.markdown if m.value.startswith("explains")]
     assert len(explained) == 2 and "cos = " in explained[1] and "p = " in explained[0]
@@ -63,18 +65,19 @@ def test_each_map_says_what_it_predicted_and_flags_a_wrong_prediction(app, world
         logits = loaded.model.eval()((dev.images[index:index + 1].float() / 255 - mean) / std)
     predicted, true = loaded.meta.classes[int(logits.argmax())], dev.classes[person]
     verdict = [m.value for m in app.markdown if "predicted **" in m.value][0]  # the CE run's column
+    predicted_shown, true_shown = (as_plain_markdown(name.replace("_", " ")) for name in (predicted, true))
     if predicted == true:
-        assert verdict == f":green[:material/check_circle: predicted **{predicted.replace('_', ' ')}**]"
+        assert verdict == f":green[:material/check_circle: predicted **{predicted_shown}**]"
     else:
-        assert verdict == (f":red[:material/cancel: **wrong:** predicted **{predicted.replace('_', ' ')}** "
-                           f"(true: **{true.replace('_', ' ')}**)]")
+        assert verdict == (f":red[:material/cancel: **wrong:** predicted **{predicted_shown}** "
+                           f"(true: **{true_shown}**)]")
 
 
 def test_true_target_names_the_face_and_chosen_names_the_pick(app):
     app.selectbox(key="saliency.method").set_value("saliency")
     app.radio(key="saliency.target").set_value("true").run()
     person = app.selectbox(key="saliency.person")
-    name = person.format_func(person.value)
+    name = as_plain_markdown(person.format_func(person.value))  # the page's markdown shows it as text
     assert all(f"explains **{name}**" in m.value for m in app.markdown if m.value.startswith("explains"))
     app.radio(key="saliency.target").set_value("chosen").run()
     app.selectbox(key="saliency.chosen").set_value("Ariel_Sharon").run()

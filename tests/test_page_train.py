@@ -19,6 +19,7 @@ from lib.model.presets import PRESETS
 from lib.model.spec import ModelSpec
 from lib.store.checkpoint import save_checkpoint
 from lib.ui import train_form
+from lib.ui.text import as_plain_markdown
 from lib.ui.train_form import format_count
 from tests.disk_conditions import read_only
 from tests.job_cases import log_has, tiny, wait_finished, wait_for
@@ -208,8 +209,8 @@ def busy_queue(runs_folder):
     yield queue
     for job in queue.list_jobs():
         if job.state == "queued":
-            queue.cancel(job.id)
-    queue.cancel(busy, force=True)
+            queue.cancel(job.id, by=job.user)
+    queue.cancel(busy, force=True, by="bob")
     assert wait_finished(queue, busy).state == "cancelled"
 
 
@@ -217,7 +218,7 @@ def test_launch_queues_the_run_behind_a_running_job(busy_queue):
     app = train_page(**{"facelab.user": "ada"})
     app.number_input(key="train.epochs").set_value(3).run()
     app.button(key="train.launch").click().run()
-    assert "Launched **face_resnet_lite-ce** (queued)" in app.success[0].value
+    assert f"Launched **{as_plain_markdown('face_resnet_lite-ce')}** (queued)" in app.success[0].value
     mine = busy_queue.list_jobs()[0]
     assert (mine.state, mine.user, mine.name) == ("queued", "ada", "face_resnet_lite-ce")
     run = json.loads((mine.run_dir / "run.json").read_text())

@@ -101,7 +101,7 @@ def test_job_ids_from_the_runs_page_must_name_a_job(tmp_path, job_id):
     from lib.jobs.queue import JobQueue
 
     queue = JobQueue(tmp_path / "runs", max_running=1)
-    for action in (queue.get, queue.cancel, queue.resume):
+    for action in (queue.get, lambda job: queue.cancel(job, by="ada"), lambda job: queue.resume(job, by="ada")):
         with pytest.raises(ValueError, match="no such job"):
             action(job_id)
 

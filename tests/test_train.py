@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,16 +14,19 @@ from torch import nn
 
 from lib.base.config import RECIPES_DIR
 from lib.base.device import resolve_device
+from lib.eval.metrics import COLLAPSE_SPREAD
 from lib.model.net import FaceNet
 from lib.model.spec import ModelSpec
 from lib.store.checkpoint import load_checkpoint
 from lib.store.run_folder import RunFolder
+from lib.train import engine, evaluation
 from lib.train.batches import EpochBatches, load_train_data, make_loader, training_batches
 from lib.train.config import TrainConfig, config_from_run, load_run_file
 from lib.train.ema import ModelEma
 from lib.train.engine import Trainer, train
 from lib.train.schedule import WarmupCosine
-from lib.train.step import margin_stuck_warning
+from lib.train.step import WEIGHT_CHECK_EVERY, TrainingFailed, margin_stuck_warning
+from lib.ui.runs import run_warnings
 from tests.train_cases import TINY_MODEL, identity_counts, record_loss_labels, tiny_config, tiny_run
 
 # ----------------------------------------------------------------------------- config
@@ -284,16 +289,113 @@ def test_fp16_without_a_gpu_falls_back_to_fp32_with_a_warning(tmp_path):
     assert len(fp16) == 1 and any("fp16 needs a GPU" in w for w in trainer.warnings)
 
 
-def test_nan_loss_stops_with_a_clear_reason(tmp_path):
-    train(tiny_config(epochs=1), tmp_path / "ce")
-    weights = load_file(str(tmp_path / "ce" / "best" / "model.safetensors"))
-    weights["classifier.bias"][0] = float("nan")  # a damaged checkpoint to start from
-    save_file(weights, str(tmp_path / "ce" / "best" / "model.safetensors"))
-    summary = train(tiny_config(init_from=str(tmp_path / "ce" / "best")), tmp_path / "bad")
+class _DamagedNet(FaceNet):
+    """A FaceNet born with a NaN in its classifier: its very first loss is NaN."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        with torch.no_grad():
+            self.classifier.bias[0] = float("nan")
+
+
+def test_nan_loss_stops_with_a_clear_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "FaceNet", _DamagedNet)
+    summary = train(tiny_config(), tmp_path / "bad")
     assert summary["status"] == "failed"
     progress = json.loads((tmp_path / "bad" / "progress.json").read_text())
     assert progress["status"] == "failed"
     assert "loss became nan at epoch 1, step 1" in progress["message"] and "learning rate" in progress["message"]
+
+
+def test_a_damaged_checkpoint_to_start_from_is_refused_naming_its_tensor(tmp_path):
+    train(tiny_config(epochs=1), tmp_path / "ce")
+    weights = load_file(str(tmp_path / "ce" / "best" / "model.safetensors"))
+    weights["classifier.bias"][0] = float("nan")
+    save_file(weights, str(tmp_path / "ce" / "best" / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"^init_from: .*model.safetensors .*not finite.*'classifier.bias' holds 1 "):
+        train(tiny_config(init_from=str(tmp_path / "ce" / "best")), tmp_path / "bad")
+    assert not (tmp_path / "bad" / "config.json").exists()
+
+
+def _non_finite_files(run: Path) -> list[str]:
+    """The weight files of a run folder holding a NaN or inf, read without the loader's check."""
+    bad = []
+    for file in sorted(run.rglob("*.safetensors")):
+        tensors = load_file(str(file)).values()
+        if any(value.is_floating_point() and not torch.isfinite(value).all() for value in tensors):
+            bad.append(str(file.relative_to(run)))
+    return bad
+
+
+def test_weights_that_diverge_stop_the_run_as_failed_with_the_reason(tmp_path):
+    # lr 10 with momentum 0.99: the loss stays a finite 1e21 while BatchNorm's running variance
+    # overflows to inf; the run used to end with NaN embeddings (or "done" with NaN weights).
+    summary = train(tiny_config(lr=10, momentum=0.99), tmp_path / "run")
+    assert summary["status"] == "failed"
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
+    message = progress["message"]
+    assert progress["status"] == "failed" and message == summary["message"]
+    assert re.search(r"^the weights became NaN or infinite by epoch 1, step \d+ \(learning rate [\d.]+\): "
+                     r"'[\w.]+' holds \d+ (NaN|inf)", message)
+    assert "lower the learning rate" in message and "lower the momentum (0.99" in message
+    assert _non_finite_files(tmp_path / "run") == []
+    assert not (tmp_path / "run" / "best").exists()  # nothing finite was ever evaluated
+
+
+def test_a_divergence_after_good_epochs_keeps_their_checkpoints(tmp_path):
+    def poison_after_the_first_epoch(event):
+        if event["kind"] == "epoch" and event["epoch"] == 1:
+            with torch.no_grad():  # BatchNorm's running variance overflowing, as at a too high learning rate
+                trainer.model.stages[0][0].bn1.running_var.fill_(float("inf"))
+
+    trainer = Trainer(tiny_config(epochs=3), tmp_path / "run", on_event=poison_after_the_first_epoch)
+    with pytest.raises(TrainingFailed, match=r"^the weights became NaN or infinite by epoch 2, step 20 .*"
+                                             r"'stages.0.0.bn1.running_var' holds 16 inf of its 16 values"):
+        trainer.run()
+    assert WEIGHT_CHECK_EVERY == 20 and trainer.steps_per_epoch < 20 < 2 * trainer.steps_per_epoch
+    assert _non_finite_files(tmp_path / "run") == []
+    for name in ("best", "last"):
+        assert load_checkpoint(tmp_path / "run" / name).meta.epoch == 1
+    assert len(RunFolder(tmp_path / "run").read_metrics()) == 1
+
+
+def test_an_epoch_whose_embeddings_collapsed_is_flagged_and_listed_on_the_runs_page(tmp_path):
+    train(tiny_config(epochs=1), tmp_path / "ce")
+    weights_file = str(tmp_path / "ce" / "best" / "model.safetensors")
+    weights = load_file(weights_file)
+    # The embedding's BatchNorm scale at 0: every face is embedded as the norm's shift, one vector;
+    # the smallest learning rate allowed keeps it there for the two epochs.
+    weights["embedding.1.weight"].zero_()
+    weights["embedding.1.bias"].fill_(1.0)
+    save_file(weights, weights_file)
+    events = []
+    summary = train(tiny_config(init_from=str(tmp_path / "ce" / "best"), lr=1e-7), tmp_path / "flat",
+                    on_event=events.append)
+    assert summary["status"] == "done"
+    rows = RunFolder(tmp_path / "flat").read_metrics()
+    assert len(rows) == 2 and all(row["cosine_spread"] < COLLAPSE_SPREAD for row in rows)
+    assert all(row["warning"].startswith(f"epoch {row['epoch']}: the embeddings collapsed") for row in rows)
+    listed = run_warnings(rows)
+    assert len(listed) == 2 and all("spread by only" in warning and "learning rate" in warning for warning in listed)
+    assert [e["message"] for e in events if e["kind"] == "warning" and "collapsed" in e["message"]] == listed
+    healthy = RunFolder(tmp_path / "ce").read_metrics()
+    assert healthy[0]["cosine_spread"] > 0.1 and not run_warnings(healthy)
+
+
+def test_non_finite_embeddings_stop_the_run_as_failed(tmp_path, monkeypatch):
+    real_embed = evaluation.embed
+
+    def overflowing_embed(*args, **kwargs):  # finite weights can still overflow in the forward pass
+        embeddings = real_embed(*args, **kwargs)
+        embeddings[3] = float("nan")
+        return embeddings
+
+    monkeypatch.setattr(evaluation, "embed", overflowing_embed)
+    summary = train(tiny_config(epochs=1), tmp_path / "run")
+    assert summary["status"] == "failed"
+    assert summary["message"].startswith("the embeddings of 1 of ")
+    assert "verification images became NaN or infinite by epoch 1" in summary["message"]
+    assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last").exists()
 
 
 def test_margin_head_fine_tunes_from_the_ce_classifier(tmp_path):

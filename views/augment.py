@@ -11,6 +11,7 @@ from lib.data.datasets import channel_stats, load_pairs, load_split
 from lib.data.report import check_dataset
 from lib.data.transforms import BATCH_MIXES, TRANSFORMS
 from lib.ui import augment_lab as lab
+from lib.ui.text import as_plain_markdown
 from views.common import PIPELINE_KEY, data_root, show_error
 
 NAMES_KEY, DRAFT_KEY = "augment.names", "augment.draft"  # the draft survives visits to other pages
@@ -90,7 +91,7 @@ def _editor() -> list[dict]:
                      placeholder='[{"name": "RandomHorizontalFlip", "params": {"p": 0.5}}]')
         st.button("Load it", on_click=_import_json, key="augment.import")
         if st.session_state.get("augment.import_error"):
-            show_error(st.session_state["augment.import_error"],
+            show_error(as_plain_markdown(st.session_state["augment.import_error"]),
                        "Fix the JSON; the editor keeps your current pipeline.")
     return steps
 
@@ -102,15 +103,17 @@ try:
     train = load_split(root, "train")
     mean, std = channel_stats(root)
 except ValueError as error:
-    show_error(f"The data set {root.name} cannot be loaded: {error}",
-               f"Pick another data set in the sidebar, or run `python -m lib data-check {root}` to see what is wrong.")
+    show_error(f"The data set {as_plain_markdown(root.name)} cannot be loaded: {as_plain_markdown(str(error))}",
+               "Pick another data set in the sidebar, or run `python -m lib data-check` on its folder "
+               f"({as_plain_markdown(str(root))}) to see what is wrong.")
     st.stop()
 height, width = train.image_size
 report = check_dataset(root)  # cached in lib until a file of the data set changes
 count = len(report.errors)
 problems = f" The data check found **{count} problem{'s' * (count != 1)}** (tab Data check)." if count else ""
-st.caption(f"Data set **{root.name}**: {len(train.classes)} identities, {len(train):,} training images of "
-           f"{height}x{width} pixels. Pick another data set in the sidebar.{problems}")
+st.caption(f"Data set **{as_plain_markdown(root.name)}**: {len(train.classes)} identities, "
+           f"{len(train):,} training images of {height}x{width} pixels. Pick another data set in the "
+           f"sidebar.{problems}")
 if NAMES_KEY not in st.session_state:
     _load(st.session_state.get(DRAFT_KEY) or st.session_state.get(PIPELINE_KEY) or augment.default_pipeline())
 
@@ -122,8 +125,8 @@ with left:
         augment.check_runs(steps, (height, width))
         st.session_state[DRAFT_KEY], valid = steps, True
     except ValueError as error:
-        show_error(f"This pipeline cannot run: {error}", "Change the setting named above; the previews show "
-                   "the last pipeline that worked until then.")
+        show_error(f"This pipeline cannot run: {as_plain_markdown(str(error))}",
+                   "Change the setting named above; the previews show the last pipeline that worked until then.")
         steps, valid = st.session_state.get(DRAFT_KEY) or [], False
     if st.button("Use this pipeline for training", type="primary", key="augment.handoff", disabled=not valid):
         st.session_state[PIPELINE_KEY] = steps
@@ -147,13 +150,14 @@ with right:
                                         help="Same seed, same pictures; change it for new random samples."))
     picked = lab.pick_images(train, count, seed, identity)
     names = [train.classes[int(train.labels[i])] for i in picked]
+    shown_names = [as_plain_markdown(name) for name in names]  # for captions, which are markdown
     for warning in advice.pipeline_warnings(steps, (height, width)):
         st.warning(str(warning), icon=":material/school:")
     tabs = st.tabs(["Preview", "Step by step", "MixUp / CutMix", "Normalize", "Data check"])
 
 with tabs[0]:
     grid = lab.with_originals(train.images[picked], lab.preview(train.images[picked], steps, samples, seed))
-    st.image(lab.tile(grid, scale=2), caption=f"Rows: {', '.join(names)}. First column: the original; "
+    st.image(lab.tile(grid, scale=2), caption=f"Rows: {', '.join(shown_names)}. First column: the original; "
              f"then {samples} samples of the pipeline (seed {seed}).")
     per = sorted(int((train.labels == c).sum()) for c in range(len(train.classes)))
     st.info(f"**Why augment.** With only {per[len(per) // 2]} training images for a typical identity here, a "
@@ -179,7 +183,8 @@ with tabs[2]:
     mixes = [augment.mix_preview(train.images[first], train.images[second], kind, alpha, seed + k) for k in range(5)]
     shown = [train.images[first], train.images[second]] + [mixed for mixed, _, _ in mixes]
     st.image([lab.to_hwc(image, 2) for image in shown], width=128,
-             caption=[f"A: {names[0]}", f"B: {names[1 % len(names)]}"] + [f"{a:.2f} A + {b:.2f} B" for _, a, b in mixes])
+             caption=[f"A: {shown_names[0]}", f"B: {shown_names[1 % len(names)]}"]
+             + [f"{a:.2f} A + {b:.2f} B" for _, a, b in mixes])
     st.caption("Five draws (seeds from the seed above): each caption is the soft label the loss is given.")
     st.info(f"**{BATCH_MIXES[kind].title}.** {BATCH_MIXES[kind].help} MixUp: x = λ·A + (1−λ)·B with target "
             "λ·onehot(A) + (1−λ)·onehot(B), λ ~ Beta(α, α): a small α (0.2) keeps most λ near 0 or 1, α = 1 spreads "
@@ -211,9 +216,9 @@ with tabs[4]:
     if per_identity:
         st.caption(f"Training images per identity: min {per_identity['min']}, median {per_identity['median']:g}, "
                    f"max {per_identity['max']}. Image sizes: {sizes}. Same check on the command line: "
-                   f"`python -m lib data-check {root}`.")
+                   f"`python -m lib data-check` on {as_plain_markdown(str(root))}.")
     for message in report.errors:
-        (st.error if message in report.fatal else st.warning)(message)
+        (st.error if message in report.fatal else st.warning)(as_plain_markdown(message))
     st.markdown("**How many training images each identity has**")
     st.plotly_chart(px.histogram(x=list(report.train_counts.values()), nbins=40, height=260,
                                  labels={"x": "training images per identity"}).update_layout(
@@ -223,6 +228,7 @@ with tabs[4]:
         for label, indices in lab.sample_pairs(pairs, 4, seed).items():
             st.markdown("**Same person**" if label == 1 else "**Different people**")
             st.image([lab.tile(pairs.images[pairs.pairs[p]].unsqueeze(0), scale=2) for p in indices], width=260,
-                     caption=[" vs ".join(Path(pairs.paths[int(i)]).stem for i in pairs.pairs[p]) for p in indices])
+                     caption=[" vs ".join(as_plain_markdown(Path(pairs.paths[int(i)]).stem) for i in pairs.pairs[p])
+                              for p in indices])
     except ValueError as error:
         show_error(f"No verification pairs to show: {error}", "See the problems listed above.")

@@ -16,6 +16,7 @@ from lib.model.spec import ModelSpec
 from lib.model.warnings import channels_last_warning
 from lib.ui.build_notes import BLOCK_NOTES, concept_notes
 from lib.ui.build_view import block_alternatives, budget_gauge, cost_chart, layer_formulas, layer_rows, parts_table
+from lib.ui.text import as_plain_markdown
 from views.common import MODEL_SPEC_KEY, data_root, show_error
 
 DRAFT, VALID = "build.draft", "build.valid"  # the spec being edited; the last one that was possible
@@ -133,12 +134,13 @@ top[2].button("Blank", on_click=lambda: load(edit.blank_spec()), width="stretch"
 widget(top[3], "input_size", edit.MODEL_FIELDS["input_size"])
 widget(top[4], "num_classes", replace(edit.MODEL_FIELDS["num_classes"], help=(
     f"Identities the classifier tells apart: by default the {data_classes} of the data set in the sidebar "
-    f"({data_root().name}); ImageNet presets keep 1000. Train always sizes the classifier to the data set it "
-    "trains on, whatever this field says.")))
+    f"({as_plain_markdown(data_root().name)}); ImageNet presets keep 1000. Train always sizes the classifier to "
+    "the data set it trains on, whatever this field says.")))
 top[5].number_input("Budget (M parameters)", 0.1, 10_000.0, 35.0, step=1.0, key=key("budget_m"))
 if data_classes and spec.num_classes != data_classes:
     st.caption(f":material/info: Train will size the classifier to the {data_classes} identities of "
-               f"{data_root().name}, not to {spec.num_classes:,}: the counts below are for {spec.num_classes:,}.")
+               f"{as_plain_markdown(data_root().name)}, not to {spec.num_classes:,}: the counts below are for "
+               f"{spec.num_classes:,}.")
 
 if error:
     field = edit.error_field(error)

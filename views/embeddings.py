@@ -8,6 +8,7 @@ from lib.eval import projection
 from lib.explore import metrics as explore_metrics
 from lib.explore.models import unit
 from lib.ui import explore_figures as figs
+from lib.ui.text import as_plain_markdown
 from views import explore_state as state
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson
@@ -26,6 +27,11 @@ def _colored_slider(column, available: int) -> int:
         start = None
     return column.slider("Identities in color", 3, top, start, key="embeddings.colored",
                          help="The identities with the most images here; the rest are gray.")
+
+
+def _person(images, index: int) -> str:
+    """The identity of image ``index``, as markdown that shows the folder's name literally."""
+    return figs.markdown_name(images.names[images.labels[index]])
 
 
 st.title("Embeddings: what each loss does to the face space")
@@ -55,13 +61,14 @@ try:
     for index, label in enumerate(chosen):
         folder = options[label]
         for part in ("dev", "verification"):  # both: the metrics need dev top-1 and the pairs
-            update = (lambda f, i=index: progress.progress((i + f) / len(chosen), text=f"Embedding with {label}..."))
+            shown = as_plain_markdown(label)
+            update = (lambda f, i=index: progress.progress((i + f) / len(chosen), text=f"Embedding with {shown}..."))
             values = state.embeddings(folder, state.mtime(folder), label, root, part, update)
             if part == kind:
                 raw[label] = values
     progress.empty()
 except ValueError as err:
-    show_error(f"These checkpoints cannot be explored on this data set: {err}",
+    show_error(f"These checkpoints cannot be explored on this data set: {as_plain_markdown(str(err))}",
                "Pick another checkpoint, or the data set it was trained on in the sidebar.")
     st.stop()
 
@@ -114,13 +121,15 @@ st.caption(caption)
 if selected:
     picks = list(dict.fromkeys(selected))[:24]
     st.image([choice.images[i].permute(1, 2, 0).numpy() for i in picks], width=64,
-             caption=[figs.pretty(choice.names[choice.labels[i]]) for i in picks])
+             caption=[_person(choice, i) for i in picks])
 show_lesson(24, expanded=False)
 
 st.header("Verification side by side")
 summaries = {label: state.summary(options[label], state.mtime(options[label]), label, root, kind) for label in chosen}
 st.dataframe(explore_metrics.metrics_table({label: s[0] for label, s in summaries.items()}), hide_index=True,
              key="embeddings.metrics")
+for note in explore_metrics.collapse_warnings({label: s[0] for label, s in summaries.items()}, as_plain_markdown):
+    st.warning(note, icon=":material/warning:")
 st.caption("Verification numbers use the labeled pairs of `val_pairs.txt` (people never seen in training). "
            "Angles are measured on the images shown above.")
 left, right = st.columns([3, 2])
@@ -141,8 +150,8 @@ def threshold_section() -> None:
     cells = st.columns(len(chosen))
     for cell, label in zip(cells, chosen):
         rates = explore_metrics.rates_at(*scores[label], threshold)
-        cell.metric(f"{label}: TAR", f"{rates['TAR']:.1%}")
-        cell.metric(f"{label}: FAR", f"{rates['FAR']:.1%}")
+        cell.metric(f"{as_plain_markdown(label)}: TAR", f"{rates['TAR']:.1%}")
+        cell.metric(f"{as_plain_markdown(label)}: FAR", f"{rates['FAR']:.1%}")
     st.caption("TAR: share of same-person pairs accepted at this threshold. FAR: share of different-person "
                "pairs accepted. Slide right and both fall; a good model keeps TAR high while FAR drops.")
     st.plotly_chart(figs.histogram_figure(scores, threshold), key="embeddings.histograms")
@@ -159,8 +168,7 @@ def threshold_section() -> None:
             for cell, p in zip(st.columns(4), found[start:start + 4]):
                 a, b = (int(j) for j in pairs_w[p])
                 cell.image([pair_set.images[j].permute(1, 2, 0).numpy() for j in (a, b)], width=72)
-                cell.caption(f"{figs.pretty(pair_set.names[pair_set.labels[a]])} / "
-                             f"{figs.pretty(pair_set.names[pair_set.labels[b]])}: cosine {scores_w[p]:.2f}")
+                cell.caption(f"{_person(pair_set, a)} / {_person(pair_set, b)}: cosine {scores_w[p]:.2f}")
 
 
 st.header("Pick a threshold")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lib.ui.home import demo_summary, face_strip, workflow_steps
+from lib.ui.text import as_plain_markdown
 from views.common import data_root
 
 FACES = 8  # one row of faces across the page
@@ -35,15 +36,16 @@ with left:
 
 with right:
     st.subheader("The data in use")
-    st.markdown(f"`{data_root().name}`: faces in the HW2P2 layout (`cls_data/train`, `cls_data/dev`, "
-                "`ver_data`, `val_pairs.txt`). Pick another data set in the sidebar.")
+    st.markdown(f"**{as_plain_markdown(data_root().name)}**: faces in the HW2P2 layout (`cls_data/train`, "
+                "`cls_data/dev`, `ver_data`, `val_pairs.txt`). Pick another data set in the sidebar.")
 
 strip = faces(str(data_root()))  # full width: one row of faces, names under them
 if strip:
-    st.image([picture for picture, _ in strip], width=100, caption=[name.replace("_", " ") for _, name in strip])
-    st.caption(f"{len(strip)} training faces of {data_root().name}, each of another person and labelled with its "
-               "identity (its folder name): the classifier learns these names; verification compares faces of "
-               "people it never saw.")
+    st.image([picture for picture, _ in strip], width=100,
+             caption=[as_plain_markdown(name.replace("_", " ")) for _, name in strip])
+    st.caption(f"{len(strip)} training faces of {as_plain_markdown(data_root().name)}, each of another person and "
+               "labelled with its identity (its folder name): the classifier learns these names; verification "
+               "compares faces of people it never saw.")
 
 st.subheader("The workflow")
 for step in workflow_steps():

@@ -13,6 +13,7 @@ from lib.explore import models as explore
 from lib.explore import saliency as explore_saliency
 from lib.store import upload
 from lib.ui import explore_figures as figs
+from lib.ui.text import as_plain_markdown
 from views import explore_state as state
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson
@@ -30,8 +31,8 @@ if source.startswith("saved"):
     try:
         model = state.open_model(folder, label)
     except ValueError as err:
-        show_error(f"This checkpoint cannot be opened: {err}", "Pick another one; if it is a run, it may still "
-                   "be writing its first checkpoint.")
+        show_error(f"This checkpoint cannot be opened: {as_plain_markdown(str(err))}",
+                   "Pick another one; if it is a run, it may still be writing its first checkpoint.")
         st.stop()
     rows = explore_inspect.run_metrics(Path(folder))
 else:
@@ -46,13 +47,13 @@ else:
     try:
         uploaded = upload.load_upload([(f.name, f.getvalue()) for f in files])
     except ValueError as err:
-        show_error(f"This upload cannot be used: {err}",
+        show_error(f"This upload cannot be used: {as_plain_markdown(str(err))}",
                    "Upload the files FaceLab writes for a checkpoint (see the note above), unchanged.")
         st.stop()
     model = explore_inspect.from_upload(uploaded, f"upload {uploaded.fingerprint[:8]}")
     rows = uploaded.metrics_rows
     for note in uploaded.notes:
-        st.success(f"Loaded: {note}.", icon=":material/check:")
+        st.success(f"Loaded: {as_plain_markdown(note)}.", icon=":material/check:")
 
 spec = model.model.spec
 left, right = st.columns([3, 2])
@@ -88,7 +89,8 @@ try:
     raw_ver = explore.cached_embeddings(model, ver.images, lambda f: bar.progress(0.5 + f / 2), ver.fingerprint)
     bar.empty()
 except ValueError as err:
-    show_error(f"This checkpoint does not fit the data set: {err}", "Pick the data set it was trained on.")
+    show_error(f"This checkpoint does not fit the data set: {as_plain_markdown(str(err))}",
+               "Pick the data set it was trained on.")
     st.stop()
 view = explore_metrics.verification_view(raw_ver, pairs, pair_labels, state.pair_folds(root))
 row = explore_metrics.metrics_row(view, explore_metrics.dev_top1(model, dev, raw_dev),
@@ -106,7 +108,7 @@ method = face_col.selectbox("Saliency method", list(saliency.METHODS), key="insp
                             index=list(saliency.METHODS).index("gradcam"),
                             format_func=lambda m: saliency.METHODS[m].title)
 face = explore_saliency.explain_face(model, dev.images[index], method, "predicted", stage_from_end=1)
-map_col.markdown(explore_saliency.verdict_markdown(face.predicted, dev.names[dev.labels[index]]))
+true_name = figs.markdown_name(dev.names[dev.labels[index]])
+map_col.markdown(explore_saliency.verdict_markdown(figs.markdown_name(face.predicted), true_name))
 map_col.image([dev.images[index].permute(1, 2, 0).numpy(), saliency.overlay(dev.images[index], face.heat)],
-              width=192, caption=[figs.pretty(dev.names[dev.labels[index]]),
-                                  f"explains {figs.pretty(face.target)} ({face.confidence})"])
+              width=192, caption=[true_name, f"explains {figs.markdown_name(face.target)} ({face.confidence})"])

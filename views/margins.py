@@ -10,6 +10,7 @@ import streamlit as st
 from lib.explore import margin_toy
 from lib.explore import margins as geo
 from lib.losses.registry import LOSSES
+from lib.ui.text import as_plain_html, as_plain_markdown
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson
 
@@ -112,10 +113,12 @@ try:
                 for name, params, _ in jobs]
         names = _toy_data(str(data_root()), identities).names
 except ValueError as err:
-    show_error(f"The toy cannot train on this data set: {err}",
+    show_error(f"The toy cannot train on this data set: {as_plain_markdown(str(err))}",
                "Pick a data set with at least 3 identities in the sidebar.")
     st.stop()
-st.plotly_chart(geo.toy_figure(runs, names, [title for _, _, title in jobs]), key="margins.toy_figure")
+# Identity names are folder names, and plotly renders HTML in legends and hover text.
+st.plotly_chart(geo.toy_figure(runs, [as_plain_html(name) for name in names], [title for _, _, title in jobs]),
+                key="margins.toy_figure")
 table = pd.DataFrame({
     "loss": [title for _, _, title in jobs],
     "train acc.": [f"{r.train_acc:.0%}" for r in runs],

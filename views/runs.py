@@ -7,7 +7,8 @@ from lib.jobs import queue as jobs
 from lib.store.run_folder import RunFolder
 from lib.ui import runs
 from lib.ui.run_plots import accuracy_vs_macs, overlay, run_curves
-from views.common import runs_dir, show_error
+from lib.ui.text import as_plain_html, as_plain_markdown
+from views.common import runs_dir, show_error, user_name
 
 REFRESH_S = 2.0
 ACTIVE = ("queued", "running")
@@ -51,7 +52,7 @@ def jobs_table() -> None:
         queue.tick()
         current = queue.list_jobs()
     except ValueError as err:  # the runs folder turned read-only or full meanwhile
-        show_error(str(err))
+        show_error(as_plain_markdown(str(err)))
         return
     if refresh and not any(job.state in ACTIVE for job in current):
         st.rerun()  # the last job just ended: redraw the whole page (buttons, compare list)
@@ -65,7 +66,8 @@ def jobs_table() -> None:
 
 def show_failure(job: jobs.Job) -> None:
     """A crashed job: its reason and the end of its log, never a traceback of the app."""
-    st.error(f"**This run failed:** {job.reason or 'no reason recorded'}", icon=":material/error:")
+    st.error(f"**This run failed:** {as_plain_markdown(job.reason or 'no reason recorded')}",
+             icon=":material/error:")
     tail = job.log_tail or RunFolder(job.run_dir).log_tail()
     if tail:
         st.caption("Last lines of its log:")
@@ -74,35 +76,49 @@ def show_failure(job: jobs.Job) -> None:
         st.caption("**Resume** continues from the last saved epoch once the cause is fixed.")
 
 
+def acting_as() -> tuple[str, ...]:
+    """Who this session is when it cancels or resumes a job: its signed-in identity, else its name."""
+    return runs.acting_names(st.user, user_name())
+
+
 def controls(job: jobs.Job) -> None:
-    """Cancel, stop now, resume: whichever the job's state allows."""
+    """Cancel, stop now, resume: whichever the job's state allows, for its owner and the
+    instructors; everyone else reads who may (the queue refuses them too)."""
+    me = acting_as()
+    note = runs.control_note(job, me)
+    if note:
+        st.caption(note)
+        return
     row = st.container(horizontal=True)
     try:
         if job.state in ACTIVE and not job.cancel_requested:
             if row.button("Cancel", key=f"runs.cancel.{job.id}", icon=":material/stop:",
                               help="Graceful: the job finishes its step, saves its state, then stops."):
-                queue.cancel(job.id)
+                queue.cancel(job.id, by=me)
         if job.state == "running" and job.cancel_requested:
             if row.button("Stop now", key=f"runs.kill.{job.id}", icon=":material/dangerous:",
                               help="Kill at once without saving; resume then starts from the last saved epoch."):
-                queue.cancel(job.id, force=True)
+                queue.cancel(job.id, force=True, by=me)
         if job.can_resume and row.button("Resume", key=f"runs.resume.{job.id}", icon=":material/play_arrow:",
                                              help="Queue it again; it continues from its last saved state."):
-            queue.resume(job.id)
+            queue.resume(job.id, by=me)
             queue.tick()
             st.rerun()
+    except jobs.NotAllowedError as err:  # the name in the sidebar changed since the page was drawn
+        show_error(as_plain_markdown(str(err)))
     except ValueError as err:  # the job changed state meanwhile (another session acted on it)
-        show_error(str(err), "The table above shows its current state.")
+        show_error(as_plain_markdown(str(err)), "The table above shows its current state.")
 
 
 def show_status(job: jobs.Job) -> None:
     st.progress(1.0 if job.state == "done" else runs.progress_fraction(RunFolder(job.run_dir).read_progress()),
                 text=f"{ICONS[job.state]} **{job.state}**: {runs.status_line(job)}")
-    st.caption(f"by {job.user} · on {job.device or 'not started'} · folder `{job.run_dir.name}`")
+    st.caption(f"by {as_plain_markdown(job.user)} · on {job.device or 'not started'} · "
+               f"folder `{job.run_dir.name}`")
     if job.state == "failed":
         show_failure(job)
     elif job.state == "cancelled" and job.reason:
-        st.warning(f"Cancelled: {job.reason}.")
+        st.warning(f"Cancelled: {as_plain_markdown(job.reason)}.")
 
 
 @st.fragment(run_every=refresh)
@@ -112,7 +128,7 @@ def job_detail(job_id: str) -> None:
         controls(queue.get(job_id))
         job = queue.get(job_id)  # again: a button above may just have changed it
     except ValueError as err:
-        show_error(str(err))
+        show_error(as_plain_markdown(str(err)))
         return
     with status:
         show_status(job)
@@ -148,7 +164,8 @@ def compare() -> None:
     folders = {names[name]: queue.runs_dir / name for name in chosen}
     metric = st.selectbox("Curve", list(runs.CURVES), index=list(runs.CURVES).index("auc"),
                           format_func=runs.CURVES.get, key="runs.compare_metric")
-    st.plotly_chart(overlay({label: RunFolder(p).read_metrics() for label, p in folders.items()}, metric))
+    curves = {as_plain_html(label): RunFolder(p).read_metrics() for label, p in folders.items()}  # plotly draws tags
+    st.plotly_chart(overlay(curves, metric))
     table = runs.compare_rows(list(folders.items()))
     st.dataframe(table, hide_index=True, placeholder=runs.EMPTY, column_config={
         "params": st.column_config.NumberColumn(format="compact"),
@@ -158,7 +175,7 @@ def compare() -> None:
                "epochs (the `best` checkpoint keeps that epoch).")
     axis = st.radio("Accuracy against compute", ["dev_top1", "auc"], format_func=runs.CURVES.get,
                     horizontal=True, key="runs.scatter_metric")
-    st.plotly_chart(accuracy_vs_macs(table, axis))
+    st.plotly_chart(accuracy_vs_macs([{**row, "run": as_plain_html(row["run"])} for row in table], axis))
     st.caption("Up and to the left is better: more accuracy for fewer MACs per image. A bigger network only "
                "helps when the data and the regularisation can feed it.")
 

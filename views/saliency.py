@@ -6,7 +6,8 @@ import streamlit as st
 
 from lib.eval import saliency
 from lib.explore import saliency as explore_saliency
-from lib.ui.explore_figures import pretty
+from lib.ui.explore_figures import markdown_name, pretty
+from lib.ui.text import as_plain_markdown
 from views import explore_state as state
 from views.common import data_root, show_error
 from views.explore_ui import show_lesson
@@ -36,7 +37,7 @@ try:
     else:
         dev = state.images(root, "dev")
 except ValueError as err:
-    show_error(f"This checkpoint or data set cannot be used: {err}", "Pick another one.")
+    show_error(f"This checkpoint or data set cannot be used: {as_plain_markdown(str(err))}", "Pick another one.")
     st.stop()
 stages = [name for name, _ in saliency.stage_choices(models[0].model)][::-1]  # counted from the last
 row = st.columns(4)
@@ -48,8 +49,8 @@ target = row[1].radio("Target class", saliency.TARGET_KINDS, key="saliency.targe
                            "chosen: any identity you pick below")
 stage = row[2].selectbox("GradCAM stage", range(len(stages)), index=min(1, len(stages) - 1), key="saliency.stage",
                          disabled=not saliency.METHODS[method].uses_stage, format_func=lambda k: stages[k],
-                         help=f"Stages of {chosen[0]}, counted from the last; other checkpoints use their stage "
-                              "at the same distance from the end.")
+                         help=f"Stages of {as_plain_markdown(chosen[0])}, counted from the last; other checkpoints "
+                              "use their stage at the same distance from the end.")
 opacity = row[3].slider("Overlay opacity", 0.0, 1.0, 0.8, 0.05, key="saliency.opacity",
                         help="0 shows the face alone; higher values gray the face and color the map more strongly")
 st.caption(saliency.METHODS[method].explanation)
@@ -84,18 +85,20 @@ if not pair_mode:
     chosen_name = pick[2].selectbox("Chosen class", dev.names, key="saliency.chosen", format_func=pretty,
                                     disabled=target != "chosen")
     columns = st.columns(len(chosen) + 1)
-    columns[0].image(_rgb(dev.images[index]), caption=pretty(dev.names[person]), width=192)
+    columns[0].image(_rgb(dev.images[index]), caption=markdown_name(dev.names[person]), width=192)
     for column, label, model in zip(columns[1:], chosen, models):
         try:
-            with st.spinner(f"{saliency.METHODS[method].title} on {label}..."):
+            with st.spinner(f"{saliency.METHODS[method].title} on {as_plain_markdown(label)}..."):
                 face = _face(options[label], state.mtime(options[label]), label, root, index, method, target,
                              chosen_name, stage)
         except ValueError as err:
-            column.warning(str(err))
+            column.warning(as_plain_markdown(str(err)))
             continue
-        column.image(saliency.overlay(dev.images[index], face.heat, opacity), width=192, caption=label)
-        column.markdown(explore_saliency.verdict_markdown(face.predicted, dev.names[person]))
-        column.markdown(f"explains **{pretty(face.target)}** (score {face.score:.2f})  \n"
+        column.image(saliency.overlay(dev.images[index], face.heat, opacity), width=192,
+                     caption=as_plain_markdown(label))
+        column.markdown(explore_saliency.verdict_markdown(markdown_name(face.predicted),
+                                                          markdown_name(dev.names[person])))
+        column.markdown(f"explains **{markdown_name(face.target)}** (score {face.score:.2f})  \n"
                         f"confidence of the prediction: {face.confidence}")
 else:
     labeled = [p for p in range(len(pair_labels)) if pair_labels[p] >= 0]
@@ -108,11 +111,11 @@ else:
     columns = st.columns(len(chosen) + 1)
     columns[0].image([_rgb(pairs.images[a]), _rgb(pairs.images[b])], width=160, caption=["face A", "face B"])
     for column, label in zip(columns[1:], chosen):
-        with st.spinner(f"{saliency.METHODS[method].title} on {label}..."):
+        with st.spinner(f"{saliency.METHODS[method].title} on {as_plain_markdown(label)}..."):
             maps = _pair(options[label], state.mtime(options[label]), label, root, a, b, method, stage)
         column.image([saliency.overlay(pairs.images[a], maps.heat_a, opacity),
                       saliency.overlay(pairs.images[b], maps.heat_b, opacity)], width=160,
-                     caption=[f"{label}: A", f"{label}: B"])
+                     caption=[f"{as_plain_markdown(label)}: A", f"{as_plain_markdown(label)}: B"])
         column.markdown(f"cosine similarity **{maps.cosine:.3f}**")
     st.caption("Each map explains the pair's cosine similarity through one face, the other face's embedding "
                "held fixed: the regions that make the two faces look alike (or not) to this model.")

@@ -11,6 +11,7 @@ from lib.model.warnings import channels_last_warning
 from lib.store.catalog import list_checkpoints
 from lib.train.recipes import CONVNEXT_RECIPE, all_recipes, convnext_table
 from lib.ui import train_form
+from lib.ui.text import as_plain_markdown
 from views.common import MODEL_SPEC_KEY, PIPELINE_KEY, data_root, runs_dir, show_error, user_name
 
 st.title("Train")
@@ -103,7 +104,8 @@ if scheme == "sequential":
     spec, init_from = train_form.checkpoint_spec(folder), str(folder)
     problem = train_form.checkpoint_problem(folder, data_root())
     if problem:
-        show_error(f"This checkpoint cannot be fine-tuned here: {problem}.", "Pick another checkpoint or data set.")
+        show_error(f"This checkpoint cannot be fine-tuned here: {problem}.",
+                   "Pick another checkpoint or data set.")
         st.stop()
     st.caption("The model is the checkpoint's own architecture and its weights the starting point. Fine-tuning "
                "needs fewer epochs and a lower learning rate (about a tenth) than training from scratch.")
@@ -141,7 +143,8 @@ cols[3].metric("Identities", facts["identities"], help="The classifier gets one 
 st.subheader("2 · Data and augmentation")
 pipeline = st.session_state.get(PIPELINE_KEY) or default_pipeline()
 origin = "from the Augment page" if st.session_state.get(PIPELINE_KEY) else "the default (edit it on the Augment page)"
-st.markdown(f"Data set **{data_root().name}**: {facts['images']:,} training images of {facts['identities']} "
+st.markdown(f"Data set **{as_plain_markdown(data_root().name)}**: {facts['images']:,} training images of "
+            f"{facts['identities']} "
             f"identities. Augmentation, {origin}: " + " → ".join(f"`{step['name']}`" for step in pipeline))
 
 # 3 - loss ------------------------------------------------------------------------------------------
@@ -199,7 +202,8 @@ except ValueError as err:  # a read-only or full runs folder, or a bad FACELAB_M
     st.stop()
 jobs.start_ticker(queue.runs_dir)
 st.caption(f"{sum(job.state == 'running' for job in active)} running, {sum(job.state == 'queued' for job in active)} "
-           f"waiting; at most {queue.max_running} at once. A new job waits its turn. Launching as **{user_name()}**.")
+           f"waiting; at most {queue.max_running} at once. A new job waits its turn. "
+           f"Launching as **{as_plain_markdown(user_name())}**.")
 if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="train.launch"):
     try:
         run = train_form.build_run(name, spec, data_root(), pipeline, loss, loss_params, values, init_from)
@@ -208,6 +212,7 @@ if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="tra
         show_error(f"This run cannot start: {err}", train_form.launch_hint(err))
     else:
         queue.tick()
-        st.success(f"Launched **{run['name']}** ({queue.get(job_id).state}). Follow it on the Runs page.",
+        st.success(f"Launched **{as_plain_markdown(run['name'])}** ({queue.get(job_id).state}). "
+                   "Follow it on the Runs page.",
                    icon=":material/check_circle:")
         st.page_link("views/runs.py", label="Open Runs", icon=":material/monitoring:")

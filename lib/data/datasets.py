@@ -12,11 +12,20 @@ Small sets are decoded once and kept in memory, so an epoch costs tensor
 operations instead of JPEG decoding. The cache key includes every file's size
 and modification time: editing the data on disk is noticed on the next load.
 A corrupt image is skipped and listed; it never stops the rest from loading.
+
+Nothing outside the data set folder is read: every folder, image and pairs path
+is resolved first, and one that leads outside (a symlink, "../..", an absolute
+path) is skipped and listed in ``refused`` without being opened. A symlink that
+stays inside the data set is followed. An image whose header declares more than
+``config.max_image_pixels()`` pixels is refused the same way, before decoding.
 ``check_dataset`` (lib/data/report.py) turns all of this into one report.
 """
 from __future__ import annotations
 
+import io
 import os
+import stat
+import struct
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +33,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from torchvision.io import ImageReadMode, decode_image, read_file
+from PIL.JpegImagePlugin import JpegImageFile
+from PIL.PngImagePlugin import PngImageFile
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from lib.base import config
@@ -52,6 +63,7 @@ class ImageSet:
     classes: list[str]
     paths: list[str]  # relative to the data set root, e.g. "cls_data/train/Al_Gore/Al_Gore_0001.jpg"
     corrupt: list[str] = field(default_factory=list)  # could not be decoded: skipped
+    refused: list[str] = field(default_factory=list)  # "path: why" - outside the data set or too large: never decoded
     resized: list[str] = field(default_factory=list)  # other size than the rest: resized to it
     unknown_classes: list[str] = field(default_factory=list)  # dev identities absent from train: skipped
     sizes: dict[str, int] = field(default_factory=dict)  # "HxW" -> images of that size on disk
@@ -74,6 +86,7 @@ class PairSet:
     labels: torch.Tensor  # int64 [P]
     problems: list[str] = field(default_factory=list)  # skipped lines, each with its line number
     corrupt: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # "path: why" - images above the pixel limit
     resized: list[str] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # line number of each kept pair
     # int64 [P]: each pair's fold from the file's 4th column (LFW's pairs number them), for the
@@ -127,51 +140,225 @@ def resolve_dataset(path: str | os.PathLike) -> Path:
                      f"add its parent folder to {config.DATA_ROOTS_ENV}")
 
 
+# ----------------------------------------------------------------------------- staying inside the data set
+
+class Listing(NamedTuple):
+    """What a folder of a data set offers: ``found`` entries, and ``refused`` ones as "path: why"."""
+
+    found: list
+    refused: list[str]
+
+
+def outside_reason(path: Path, within: Path, target: Path | None = None) -> str | None:
+    """Why ``path`` may not be read - once resolved (or as ``target``, its resolved form) it lies
+    outside the resolved folder ``within`` - or None when it stays inside. A symlink whose target
+    stays inside is fine."""
+    target = Path(path).resolve() if target is None else target
+    if target == within or within in target.parents:
+        return None
+    return f"leads outside the data set (to {target}); skipped, never read"
+
+
+def _entry_outside_reason(entry: os.DirEntry, within: Path) -> str | None:
+    """``outside_reason`` for an entry of a folder already known to lie inside: only a link can
+    lead out, so only links are resolved (resolving every file made listing 20x slower)."""
+    return outside_reason(Path(entry.path), within) if entry.is_symlink() else None
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` as messages name it: relative to the data set folder when it lies under it."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _dataset_of(path: Path) -> Path:
+    """The data set ``path`` belongs to, for callers that do not say: its nearest enclosing folder in
+    the HW2P2 layout, found by name so that a link along the path cannot move the boundary. Without
+    one, the folder itself (or a file's folder) is the boundary."""
+    absolute = Path(os.path.abspath(path))
+    for folder in (absolute, *absolute.parents):
+        if has_layout(folder):
+            return folder
+    return absolute if absolute.is_dir() else absolute.parent
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def scan_images(folder: Path, root: Path) -> Listing:
+    """Image files directly in ``folder``, sorted by name, that stay inside the data set ``root``;
+    hidden and other files are ignored, and files or links leading outside are refused."""
+    folder, within = Path(folder), Path(root).resolve()
+    reason = outside_reason(folder, within)
+    if reason:
+        return Listing([], [f"{_relative(folder, root)}: {reason}"])
+    if not folder.is_dir():
+        return Listing([], [])
+    found, refused = [], []
+    with os.scandir(folder) as scan:
+        entries = sorted((e for e in scan if _is_image_name(e.name)), key=lambda e: e.name)
+    for entry in entries:
+        reason = _entry_outside_reason(entry, within)
+        if reason:
+            refused.append(f"{_relative(Path(entry.path), root)}: {reason}")
+        elif entry.is_file():
+            found.append(entry)
+    return Listing(found, refused)
+
+
+def scan_identities(split_dir: Path, root: Path) -> Listing:
+    """Sorted names of a split's identity folders that stay inside the data set ``root`` and hold at
+    least one image; refused are the folders and images leading outside it."""
+    split_dir, within = Path(split_dir), Path(root).resolve()
+    reason = outside_reason(split_dir, within)
+    if reason:
+        return Listing([], [f"{_relative(split_dir, root)}: {reason}"])
+    if not split_dir.is_dir():
+        return Listing([], [])
+    with os.scandir(split_dir) as scan:
+        folders = sorted((e for e in scan if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
+    names, refused = [], []
+    for entry in folders:
+        reason = _entry_outside_reason(entry, within)
+        if reason:  # not even listed: the folder it leads to is someone else's
+            refused.append(f"{_relative(Path(entry.path), root)}: {reason}")
+            continue
+        images = scan_images(Path(entry.path), root)
+        refused += images.refused
+        if images.found:
+            names.append(entry.name)
+    return Listing(names, refused)
+
+
+def list_images(folder: Path, root: Path | None = None) -> list[os.DirEntry]:
+    """The images ``scan_images`` finds; ``root`` defaults to the data set ``folder`` lies in."""
+    return scan_images(folder, _dataset_of(folder) if root is None else root).found
+
+
+def list_identities(split_dir: Path, root: Path | None = None) -> list[str]:
+    """The identities ``scan_identities`` finds; ``root`` defaults to the data set ``split_dir`` lies in."""
+    return scan_identities(split_dir, _dataset_of(split_dir) if root is None else root).found
+
+
 # ----------------------------------------------------------------------------- decoding
 
-def _is_image_file(entry: os.DirEntry) -> bool:
-    return (entry.is_file() and not entry.name.startswith(".")
-            and entry.name.lower().endswith(IMAGE_SUFFIXES))
+class NotAnImage(ValueError):
+    """The file is not a JPEG or PNG image the decoder can read."""
 
 
-def list_images(folder: Path) -> list[os.DirEntry]:
-    """Image files directly in ``folder``, sorted by name (hidden files and other files ignored)."""
-    with os.scandir(folder) as entries:
-        return sorted((e for e in entries if _is_image_file(e)), key=lambda e: e.name)
+class ImageRefused(ValueError):
+    """The file is not read or not decoded: it leads outside the data set, or it is too large."""
 
 
-def list_identities(split_dir: Path) -> list[str]:
-    """Sorted names of the identity folders of a split that hold at least one image file."""
-    if not split_dir.is_dir():
-        return []
-    with os.scandir(split_dir) as entries:
-        folders = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
-    return sorted(e.name for e in folders if list_images(Path(e.path)))
+# The formats of IMAGE_SUFFIXES. Their PIL classes read the header only; PIL's Image.open is not
+# used because past twice its own limit it raises without telling the size.
+_HEADER_READERS = (JpegImageFile, PngImageFile)
+_HEADER_ERRORS = (SyntaxError, OSError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)
 
 
-def decode_file(path: Path) -> torch.Tensor | None:
-    """uint8 [3, H, W] (gray and RGBA images become RGB), or None if the file is not a decodable image."""
+def max_image_bytes() -> int:
+    """No image within the pixel limit can be larger: 16-bit RGBA stored uncompressed takes 8 bytes a
+    pixel, and 1 MiB more leaves room for metadata. A larger file is refused without being read."""
+    return config.max_image_pixels() * 8 + 2**20
+
+
+def _read_bytes(target: Path) -> bytearray:
+    """The content of a resolved file. Its last component is opened without following links (one
+    swapped in after the check is not followed either), and without blocking on a FIFO."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError, OSError):
+        descriptor = os.open(target, flags)
+    except OSError as error:
+        raise NotAnImage(f"cannot be opened ({error.strerror})") from error
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise NotAnImage("not a regular file")
+        limit = max_image_bytes()
+        content = bytearray(handle.read(limit + 1)) if info.st_size <= limit else None
+    if content is None or len(content) > limit:
+        size = max(info.st_size, len(content or b""))
+        raise ImageRefused(f"a file of {size / 2**20:.1f} MiB, larger than any image within the pixel limit "
+                           f"({config.MAX_IMAGE_PIXELS_ENV}); skipped, never read")
+    return content
+
+
+def declared_size(content: bytes) -> tuple[int, int]:
+    """(height, width) as the file's header declares them, without decoding a pixel."""
+    for reader in _HEADER_READERS:
+        try:
+            with reader(io.BytesIO(content)) as header:
+                width, height = header.size
+                return height, width
+        except _HEADER_ERRORS:
+            continue
+    raise NotAnImage("not a JPEG or PNG image")
+
+
+def _refuse_oversized(height: int, width: int) -> None:
+    limit = config.max_image_pixels()
+    if height * width > limit:
+        raise ImageRefused(f"{height}x{width} pixels, more than the limit of {limit:,} "
+                           f"({config.MAX_IMAGE_PIXELS_ENV}); skipped, never decoded")
+
+
+def load_image(path: Path, root: Path | None = None) -> torch.Tensor:
+    """uint8 [3, H, W] (gray and RGBA images become RGB) of an image inside the data set ``root``
+    (by default the one ``path`` lies in). ImageRefused when it leads outside the data set or is
+    larger than the pixel limit - checked before anything is opened or decoded; NotAnImage when
+    it cannot be decoded. Every image FaceLab reads from a data set comes through here."""
+    root = _dataset_of(path) if root is None else Path(root)
+    target = Path(path).resolve()
+    reason = outside_reason(path, root.resolve(), target)
+    if reason:
+        raise ImageRefused(reason)
+    content = _read_bytes(target)
+    _refuse_oversized(*declared_size(content))
+    try:
+        return decode_image(torch.frombuffer(content, dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as error:
+        raise NotAnImage(str(error)) from error
+
+
+def decode_file(path: Path, root: Path | None = None) -> torch.Tensor | None:
+    """``load_image``'s picture, or None when it is refused or not a decodable image."""
+    try:
+        return load_image(path, root)
+    except (NotAnImage, ImageRefused):
         return None
 
 
-def _stack(root: Path, rel_paths: list[str]) -> tuple[torch.Tensor, list[int], list[str], list[str], Counter]:
-    """Decode files into one uint8 [N,3,H,W] tensor at the most common size.
+class Stacked(NamedTuple):
+    images: torch.Tensor  # uint8 [N, 3, H, W]
+    kept: list[int]  # indices into the paths asked for
+    corrupt: list[str]
+    refused: dict[str, str]  # path -> why
+    resized: list[str]
+    sizes: Counter  # "HxW" -> images of that size on disk
 
-    Returns (images, kept indices into rel_paths, corrupt paths, resized paths, size counts)."""
-    decoded, kept, corrupt = [], [], []
+
+def _decode_all(root: Path, rel_paths: list[str]) -> tuple[list[torch.Tensor], list[int], list[str], dict]:
+    decoded, kept, corrupt, refused = [], [], [], {}
     for index, rel in enumerate(rel_paths):
-        image = decode_file(root / rel)
-        if image is None:
-            corrupt.append(rel)
-        else:
-            decoded.append(image)
+        try:
+            decoded.append(load_image(root / rel, root))
             kept.append(index)
+        except ImageRefused as why:
+            refused[rel] = str(why)
+        except NotAnImage:
+            corrupt.append(rel)
+    return decoded, kept, corrupt, refused
+
+
+def _stack(root: Path, rel_paths: list[str]) -> Stacked:
+    """Decode files into one uint8 [N,3,H,W] tensor at the most common size."""
+    decoded, kept, corrupt, refused = _decode_all(root, rel_paths)
     sizes = Counter(f"{im.shape[-2]}x{im.shape[-1]}" for im in decoded)
     if not decoded:
-        return torch.empty(0, 3, 0, 0, dtype=torch.uint8), kept, corrupt, [], sizes
+        return Stacked(torch.empty(0, 3, 0, 0, dtype=torch.uint8), kept, corrupt, refused, [], sizes)
     height, width = (int(v) for v in sizes.most_common(1)[0][0].split("x"))
     needed = len(decoded) * 3 * height * width
     if needed > MAX_IN_MEMORY_BYTES:
@@ -185,7 +372,7 @@ def _stack(root: Path, rel_paths: list[str]) -> tuple[torch.Tensor, list[int], l
             image = TF.resize(image, [height, width], antialias=True)
             resized.append(rel_paths[index])
         images[slot] = image
-    return images, kept, corrupt, resized, sizes
+    return Stacked(images, kept, corrupt, refused, resized, sizes)
 
 
 def _remember(cache: dict, key: tuple, value):
@@ -207,17 +394,25 @@ def clear_cache() -> None:
 
 # ----------------------------------------------------------------------------- classification splits
 
-def _split_listing(root: Path, split: str) -> tuple[list[str], list[str], tuple]:
-    """(relative paths, identity of each, fingerprint of sizes and mtimes)."""
+class SplitListing(NamedTuple):
+    paths: list[str]  # relative to the data set root
+    identities: list[str]  # the identity of each path
+    refused: list[str]  # "path: why" of the folders and files leading outside the data set
+    fingerprint: tuple  # names, sizes and mtimes: changes when the files do
+
+
+def _split_listing(root: Path, split: str) -> SplitListing:
     split_dir = root / "cls_data" / split
-    paths, identities, fingerprint = [], [], []
-    for identity in list_identities(split_dir):
-        for entry in list_images(split_dir / identity):
-            stat = entry.stat()
-            paths.append(f"cls_data/{split}/{identity}/{entry.name}")
-            identities.append(identity)
-            fingerprint.append((entry.name, stat.st_size, stat.st_mtime_ns))
-    return paths, identities, tuple(fingerprint)
+    identities = scan_identities(split_dir, root)
+    listing = SplitListing([], [], identities.refused, ())
+    fingerprint = []
+    for identity in identities.found:
+        for entry in list_images(split_dir / identity, root):  # its refusals are in identities.refused
+            info = entry.stat()
+            listing.paths.append(f"cls_data/{split}/{identity}/{entry.name}")
+            listing.identities.append(identity)
+            fingerprint.append((entry.name, info.st_size, info.st_mtime_ns))
+    return listing._replace(fingerprint=(tuple(fingerprint), tuple(identities.refused)))
 
 
 def load_split(root: str | os.PathLike, split: str) -> ImageSet:
@@ -228,25 +423,27 @@ def load_split(root: str | os.PathLike, split: str) -> ImageSet:
     split_dir = root / "cls_data" / split
     if not split_dir.is_dir():
         raise ValueError(f"{root}: no folder cls_data/{split} (expected cls_data/{split}/<identity>/*.jpg)")
-    classes = list_identities(root / "cls_data" / "train")
-    paths, identities, fingerprint = _split_listing(root, split)
-    key = (str(root), split, hash((tuple(classes), fingerprint)))
+    classes = list_identities(root / "cls_data" / "train", root)
+    listing = _split_listing(root, split)
+    key = (str(root), split, hash((tuple(classes), listing.fingerprint, config.max_image_pixels())))
     with _LOCK:
         if key in _SPLIT_CACHE:
             return _SPLIT_CACHE[key]
-        return _remember(_SPLIT_CACHE, key, _decode_split(root, classes, paths, identities))
+        return _remember(_SPLIT_CACHE, key, _decode_split(root, classes, listing))
 
 
-def _decode_split(root: Path, classes: list[str], paths: list[str], identities: list[str]) -> ImageSet:
+def _decode_split(root: Path, classes: list[str], listing: SplitListing) -> ImageSet:
     index_of = {name: i for i, name in enumerate(classes)}
-    unknown = sorted({name for name in identities if name not in index_of})
-    known = [i for i, name in enumerate(identities) if name in index_of]
-    paths = [paths[i] for i in known]
-    identities = [identities[i] for i in known]
-    images, kept, corrupt, resized, sizes = _stack(root, paths)
-    labels = torch.tensor([index_of[identities[i]] for i in kept], dtype=torch.int64)
-    return ImageSet(images=images, labels=labels, classes=classes, paths=[paths[i] for i in kept],
-                    corrupt=corrupt, resized=resized, unknown_classes=unknown, sizes=dict(sizes))
+    unknown = sorted({name for name in listing.identities if name not in index_of})
+    known = [i for i, name in enumerate(listing.identities) if name in index_of]
+    paths = [listing.paths[i] for i in known]
+    identities = [listing.identities[i] for i in known]
+    stacked = _stack(root, paths)
+    labels = torch.tensor([index_of[identities[i]] for i in stacked.kept], dtype=torch.int64)
+    return ImageSet(images=stacked.images, labels=labels, classes=classes, paths=[paths[i] for i in stacked.kept],
+                    corrupt=stacked.corrupt, resized=stacked.resized,
+                    refused=listing.refused + [f"{path}: {why}" for path, why in stacked.refused.items()],
+                    unknown_classes=unknown, sizes=dict(stacked.sizes))
 
 
 def channel_stats(root: str | os.PathLike) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -335,6 +532,28 @@ def _inside(root: Path, rel: str) -> bool:
     return root in target.parents
 
 
+def _resolve_in(path: Path, resolved_folders: dict[Path, Path]) -> Path:
+    """``path.resolve()``, resolving each folder once: pairs name thousands of files in a few folders."""
+    if path.name in ("", "..") or path.is_symlink():
+        return path.resolve()
+    if path.parent not in resolved_folders:
+        resolved_folders[path.parent] = path.parent.resolve()
+    return resolved_folders[path.parent] / path.name
+
+
+def _name_problems(root: Path, names: list[str]) -> dict[str, str]:
+    """Why files named by a pairs file cannot be used, checked without opening them: name -> why."""
+    problems, resolved_folders = {}, {}
+    for name in names:
+        try:
+            reason = outside_reason(root / name, root, _resolve_in(root / name, resolved_folders))
+        except ValueError:  # a NUL byte in the name
+            reason = "is not a file name"
+        if reason or not (root / name).is_file():
+            problems[name] = reason or "not found"
+    return problems
+
+
 def load_pairs(root: str | os.PathLike, pairs_file: str = "val_pairs.txt") -> PairSet:
     """Read a pairs file and decode the images it names (cached). Bad lines are skipped and listed in
     ``problems``; ValueError (with line numbers) when the file is missing or no pair is usable."""
@@ -349,26 +568,24 @@ def load_pairs(root: str | os.PathLike, pairs_file: str = "val_pairs.txt") -> Pa
     text = file.read_text(encoding="utf-8", errors="replace")
     rows, problems = parse_pairs_text(text)
     names = sorted({name for row in rows for name in (row.a, row.b)})
-    fingerprint = tuple((n, (root / n).stat().st_mtime_ns) if (root / n).is_file() else (n, None) for n in names)
-    key = (str(root), pairs_file, hash((text, fingerprint)))
+    unusable = _name_problems(root, names)
+    # Only files inside the data set are looked at, not even stat()ed otherwise.
+    fingerprint = tuple((n, None if n in unusable else (root / n).stat().st_mtime_ns) for n in names)
+    key = (str(root), pairs_file, hash((text, fingerprint, config.max_image_pixels())))
     with _LOCK:
         if key in _PAIRS_CACHE:
             return _PAIRS_CACHE[key]
-        pair_set = _decode_pairs(root, pairs_file, rows, problems)
+        pair_set = _decode_pairs(root, pairs_file, rows, problems, unusable)
         return _remember(_PAIRS_CACHE, key, pair_set)
 
 
-def _decode_pairs(root: Path, pairs_file: str, rows: list, problems: list[str]) -> PairSet:
-    bad: dict[str, str] = {}
+def _decode_pairs(root: Path, pairs_file: str, rows: list, problems: list[str], unusable: dict[str, str]) -> PairSet:
     named = {n for row in rows for n in (row.a, row.b)}
-    for name in sorted(named):
-        if not _inside(root, name):
-            bad[name] = "is outside the data set folder"
-        elif not (root / name).is_file():
-            bad[name] = "not found"
+    bad = dict(unusable)
     wanted = sorted(named - set(bad))
-    images, kept, corrupt, resized, _ = _stack(root, wanted)
+    images, kept, corrupt, refused, resized, _ = _stack(root, wanted)
     bad.update({name: "could not be decoded" for name in corrupt})
+    bad.update(refused)
     position = {wanted[i]: slot for slot, i in enumerate(kept)}
     pairs, labels, lines, folds = [], [], [], []
     for row in rows:
@@ -388,5 +605,6 @@ def _decode_pairs(root: Path, pairs_file: str, rows: list, problems: list[str]) 
     return PairSet(images=images, paths=[wanted[i] for i in kept],
                    pairs=torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2),
                    labels=torch.tensor(labels, dtype=torch.int64), problems=problems,
-                   corrupt=corrupt, resized=resized, lines=lines,
+                   corrupt=corrupt, refused=[f"{path}: {why}" for path, why in refused.items()],
+                   resized=resized, lines=lines,
                    folds=None if folds[0] is None else torch.tensor(folds, dtype=torch.int64))

@@ -1,7 +1,8 @@
 """The data check: counts, sizes and every problem of a data set in the HW2P2 layout.
 
 Built on lib/data/datasets.py's loaders, so the check sees exactly what training will
-see: a corrupt image the check lists is the one the loader skips.
+see: a corrupt image the check lists is the one the loader skips, and so is a refused one
+(leading outside the data set, or above the pixel limit), which is never opened or decoded.
 """
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib.data.datasets import SPLITS, decode_file, list_images, load_pairs, load_split
+from lib.base import config
+from lib.data.datasets import (
+    SPLITS,
+    ImageRefused,
+    NotAnImage,
+    load_image,
+    load_pairs,
+    load_split,
+    outside_reason,
+    scan_images,
+)
 
 PAIRS_FILES = ("val_pairs.txt", "test_pairs.txt")
 LISTED = 5  # how many names a summary message spells out before "... and N more"
@@ -43,6 +54,7 @@ class DataReport:
     image_sizes: dict[str, int] = field(default_factory=dict)  # "HxW" -> images on disk, all parts
     dev_missing_in_train: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # "path: why" - outside the data set or too large, never read
     errors: list[str] = field(default_factory=list)
     fatal: list[str] = field(default_factory=list)
 
@@ -74,6 +86,13 @@ def _add_corrupt(report: DataReport, paths: list[str]) -> None:
             _problem(report, f"{path}: not a decodable image (skipped)")
 
 
+def _add_refused(report: DataReport, messages: list[str]) -> None:
+    for message in messages:
+        if message not in report.refused:  # the ver_data scan and the pairs may name the same file
+            report.refused.append(message)
+            _problem(report, message)
+
+
 def _add_sizes(report: DataReport, sizes: dict[str, int]) -> None:
     for size, count in sizes.items():
         report.image_sizes[size] = report.image_sizes.get(size, 0) + count
@@ -85,6 +104,7 @@ def _check_split(root: Path, split: str, report: DataReport) -> None:
     except ValueError as error:
         _problem(report, str(error), fatal=True)
         return
+    _add_refused(report, images.refused)
     _add_corrupt(report, images.corrupt)
     _add_sizes(report, images.sizes)
     if images.resized:
@@ -119,13 +139,19 @@ def _check_ver_folder(root: Path, report: DataReport) -> None:
         _problem(report, f"{root}: no folder ver_data (verification images)", fatal=True)
         return
     sizes, corrupt = Counter(), []
-    for entry in list_images(folder):
-        image = decode_file(Path(entry.path))
-        if image is None:
+    listing = scan_images(folder, root)
+    refused = list(listing.refused)
+    for entry in listing.found:
+        try:
+            image = load_image(Path(entry.path), root)
+        except ImageRefused as why:
+            refused.append(f"ver_data/{entry.name}: {why}")
+        except NotAnImage:
             corrupt.append(f"ver_data/{entry.name}")
         else:
             sizes[f"{image.shape[-2]}x{image.shape[-1]}"] += 1
     report.ver_images = sum(sizes.values())
+    _add_refused(report, refused)
     _add_corrupt(report, corrupt)
     _add_sizes(report, dict(sizes))
 
@@ -143,6 +169,7 @@ def _check_pairs(root: Path, name: str, report: DataReport) -> None:
         return
     for message in pairs.problems:
         _problem(report, f"{name} {message}")
+    _add_refused(report, pairs.refused)
     _add_corrupt(report, pairs.corrupt)
     labels = pairs.labels.tolist()
     if not required:
@@ -171,16 +198,31 @@ def _check_folds(name: str, pairs, report: DataReport) -> None:
 
 
 def _fingerprint(root: Path) -> tuple:
-    """Names, sizes and modification times of every file the check reads: any change on disk changes it."""
+    """Names, sizes and modification times of every file the check reads: any change on disk changes it.
+    Folders leading outside the data set are not listed, and links leading outside count by themselves
+    (lstat), not by what they point at."""
     entries = []
     folders = [root / "ver_data", root] + [identity for split in SPLITS
-                                           if (root / "cls_data" / split).is_dir()
+                                           if _stays_inside(root / "cls_data" / split, root)
                                            for identity in sorted((root / "cls_data" / split).iterdir())]
     for folder in folders:
-        if folder.is_dir():
+        if _stays_inside(folder, root):
             with os.scandir(folder) as scan:
-                entries += sorted((e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in scan if e.is_file())
-    return tuple(entries)
+                entries += sorted(_file_state(entry, root) for entry in scan
+                                  if entry.is_symlink() or entry.is_file(follow_symlinks=False))
+    return tuple(entries), config.max_image_pixels()
+
+
+def _stays_inside(folder: Path, root: Path) -> bool:
+    return folder.is_dir() and outside_reason(folder, root) is None
+
+
+def _file_state(entry: os.DirEntry, root: Path) -> tuple:
+    """(path, size, mtime) of the file a link leads to when it stays inside; of the link itself otherwise."""
+    leads_outside = entry.is_symlink() and outside_reason(Path(entry.path), root) is not None
+    follow = not leads_outside and entry.is_file()
+    info = entry.stat(follow_symlinks=follow)
+    return entry.path, info.st_size, info.st_mtime_ns
 
 
 def check_dataset(root: str | os.PathLike) -> DataReport:

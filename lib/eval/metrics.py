@@ -304,3 +304,24 @@ def geometry(embeddings, labels) -> dict:
         "center_sample_angle": center_sample,
         "mean_center_sample_angle": float(np.mean(list(center_sample.values()))),
     }
+
+
+# Pair cosines of a model whose embeddings collapsed (every face mapped to one direction, or to
+# zero) all agree to within float rounding; a network that has not learned anything yet still
+# spreads them: randomly initialised face presets by a standard deviation of 0.02 to 0.04 (the
+# least spread, face_resnet, 0.019), trained models by about 0.3. Below 0.005, a quarter of the
+# least spread untrained network, no threshold can tell same from different pairs.
+COLLAPSE_SPREAD = 0.005
+
+
+def cosine_spread(scores) -> float:
+    """Standard deviation of the pairs' cosine similarities (the non-finite ones left out); NaN
+    when fewer than two are finite."""
+    values = _flat(scores, np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.std()) if values.size >= 2 else float("nan")
+
+
+def is_collapsed(spread: float) -> bool:
+    """Whether a cosine_spread says the embeddings collapsed (a NaN spread says nothing)."""
+    return bool(spread < COLLAPSE_SPREAD)

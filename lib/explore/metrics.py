@@ -1,14 +1,23 @@
 """The numbers the Embeddings page compares side by side: verification (ROC, AUC, EER,
-TPR@FPR, k-fold accuracy), dev top-1, angles, and TAR/FAR with the errors at a threshold."""
+TPR@FPR, k-fold accuracy), dev top-1, angles, and TAR/FAR with the errors at a threshold; and
+a warning for a checkpoint whose embeddings collapsed (every pair scores the same cosine)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lib.eval.metrics import VerificationResult, geometry, topk_accuracy, verification_metrics
+from lib.eval.metrics import (
+    VerificationResult,
+    cosine_spread,
+    geometry,
+    is_collapsed,
+    topk_accuracy,
+    verification_metrics,
+)
 from lib.explore.models import ExploreModel, ImageChoice, class_scores, unit
 
 
@@ -72,8 +81,25 @@ def metrics_row(view: VerificationView, top1: float | None, angle: dict) -> dict
     values["kfold"] = f"{view.result.kfold_mean:.2%} ± {view.result.kfold_std:.2%}" if folds else None
     values["kfold_folds"] = folds or None
     values["dev_top1"] = top1
+    values["cosine_spread"] = cosine_spread(view.scores)
     values.update(angle)
     return values
+
+
+def collapse_warnings(rows: Mapping[str, dict], shown: Callable[[str], str] = str) -> list[str]:
+    """One warning per checkpoint (label -> metrics_row) whose embeddings collapsed, its label
+    passed through ``shown`` (the page escapes it for markdown)."""
+    warnings = []
+    for label, row in rows.items():
+        spread = row.get("cosine_spread")
+        if isinstance(spread, float) and is_collapsed(spread):
+            warnings.append(f"{shown(label)}: the embeddings collapsed. The cosine similarities of the "
+                            f"verification pairs spread by only {spread:.2g} (standard deviation; trained "
+                            "models about 0.3), so every face looks alike to this model and no threshold "
+                            "separates same from different people. Its training went wrong, typically "
+                            "with a learning rate so high the network died, or a triplet margin or "
+                            "center_weight that pulled all faces to one point.")
+    return warnings
 
 
 def metrics_table(rows: dict[str, dict]) -> pd.DataFrame:

@@ -97,7 +97,8 @@ def file_fingerprint(path: Path) -> str:
 
 
 def open_model(folder, label: str | None = None) -> ExploreModel:
-    """Load a checkpoint folder for exploring; ValueError (from lib.store.checkpoint) if it is unusable."""
+    """Load a checkpoint folder for exploring; ValueError (from lib.store.checkpoint) if it is unusable,
+    weights holding NaN or inf included: the pages show its message instead of a traceback."""
     folder = Path(folder)
     loaded = load_checkpoint(folder)
     mean, std = normalization(loaded.meta)

@@ -13,6 +13,9 @@ job can be queued again with `resume` (the engine continues from its resume
 state). A job's final state comes from the process's exit code (when this
 process is its parent) and the engine's progress.json; a process that vanished
 without reporting (killed, machine restarted) is marked failed with its log's tail.
+
+Everyone sees every job, but only its owner (the name it was launched under) and the
+instructors named in FACELAB_INSTRUCTORS may cancel, stop or resume it: see `may_control`.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,7 @@ FINISHED = ("done", "failed", "cancelled")
 MAX_JOBS_ENV = "FACELAB_MAX_JOBS"
 DB_NAME = "jobs.sqlite"
 FORCED = launcher.FORCED  # cancel_requested value of a forced stop (SIGKILL)
+ANONYMOUS = "anonymous"  # the user of a job launched without a name
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -61,6 +66,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 class RunsFolderError(ValueError):
     """The runs folder cannot be written (read-only, full disk): the user's to fix, not a bug."""
+
+
+class NotAllowedError(ValueError):
+    """Someone who is neither a job's owner nor an instructor tried to cancel, stop or resume it."""
 
 
 _STORAGE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -119,6 +128,54 @@ class Job:
     @property
     def can_resume(self) -> bool:
         return self.state in ("failed", "cancelled")
+
+
+def _person(name: str) -> str:
+    """A name as it is compared: case and spacing do not matter ("Ada  Lovelace" is "ada lovelace")."""
+    return " ".join(str(name or "").split()).casefold()
+
+
+def acting_names(by: str | Iterable[str]) -> set[str]:
+    """The names someone acts under (a name, or a signed-in name and e-mail), compared as `_person`.
+    "anonymous" is nobody's name: a session without one must not own every nameless job."""
+    names = [by] if isinstance(by, str) else list(by)
+    return {person for person in map(_person, names) if person and person != ANONYMOUS}
+
+
+def is_instructor(by: str | Iterable[str]) -> bool:
+    return bool(acting_names(by) & {_person(name) for name in config.instructors()})
+
+
+def has_no_owner(job: Job) -> bool:
+    """A job launched without a name: user "anonymous" (or empty, in an old registry)."""
+    return _person(job.user) in ("", ANONYMOUS)
+
+
+def may_control(job: Job, by: str | Iterable[str]) -> bool:
+    """Whether `by` may cancel, stop or resume `job`: its owner or an instructor.
+
+    A job launched without a name (user "anonymous", or empty in an old registry) belongs to
+    no one, so only an instructor may control it. Letting every nameless session control every
+    nameless job would hand a class's worth of them to whoever leaves the name field empty, and
+    anyone can empty it; a student who wants to stop their own runs types a name before launching.
+    """
+    if is_instructor(by):
+        return True
+    return not has_no_owner(job) and _person(job.user) in acting_names(by)
+
+
+def check_may_control(job: Job, by: str | Iterable[str], action: str) -> None:
+    """Raise NotAllowedError, naming who may `action` the job, unless `by` may."""
+    if may_control(job, by):
+        return
+    instructor = f"an instructor named in {config.INSTRUCTORS_ENV}"
+    if not config.instructors():
+        instructor += " (none is named on this host)"
+    if has_no_owner(job):
+        who = f"it was launched without a name, so only {instructor} may {action} it"
+    else:
+        who = f"only {job.user}, who launched it, or {instructor} may {action} it"
+    raise NotAllowedError(f"job {job.id}: {who}")
 
 
 def default_max_jobs() -> int:
@@ -237,7 +294,7 @@ class JobQueue:
             RunFolder(run_dir).write_run(run)
             with self._transaction() as conn:
                 conn.execute("INSERT INTO jobs (id, name, user, state, created) VALUES (?, ?, ?, 'queued', ?)",
-                             (job_id, run["name"].strip(), (user or "anonymous").strip(), time.time()))
+                             (job_id, run["name"].strip(), (user or "").strip() or ANONYMOUS, time.time()))
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)  # no half-submitted job left behind
             raise
@@ -272,11 +329,13 @@ class JobQueue:
             return self._reap(conn)
 
     @_storage_errors
-    def cancel(self, job_id: str, force: bool = False) -> None:
+    def cancel(self, job_id: str, force: bool = False, *, by: str | Iterable[str]) -> None:
         """Queued: cancelled at once. Running: SIGTERM (the engine finishes its step, saves,
-        and stops), or SIGKILL with force=True; the state follows when the process exits."""
+        and stops), or SIGKILL with force=True; the state follows when the process exits.
+        `by` (a name, or several for one person) must own the job or be an instructor."""
         with self._transaction() as conn:
             job = self._job(self._row(conn, job_id))
+            check_may_control(job, by, "stop" if force else "cancel")
             if job.state == "queued":
                 conn.execute("UPDATE jobs SET state = 'cancelled', ended = ?, reason = ? WHERE id = ?",
                              (time.time(), "cancelled before it started", job_id))
@@ -289,11 +348,12 @@ class JobQueue:
                 launcher.stop(job.pid, force=force)
 
     @_storage_errors
-    def resume(self, job_id: str) -> None:
+    def resume(self, job_id: str, *, by: str | Iterable[str]) -> None:
         """Queue a failed or cancelled job again; it continues from its saved state
-        (`--resume`) when it has one, else starts over."""
+        (`--resume`) when it has one, else starts over. `by` as for `cancel`."""
         with self._transaction() as conn:
             job = self._job(self._row(conn, job_id))
+            check_may_control(job, by, "resume")
             if not job.can_resume:
                 hint = " (start a new run to train longer)" if job.state == "done" else ""
                 raise ValueError(f"job {job_id}: cannot resume a job that is {job.state}{hint}")

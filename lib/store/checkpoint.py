@@ -12,7 +12,9 @@ same goes for single files (``atomic_write_text``, ``atomic_torch_save``).
 Weights saved from ``nn.DataParallel`` (or ``torch.compile``) carry a
 ``module.`` (``_orig_mod.``) prefix on every name; ``load_weights_checked``
 strips it and then checks every tensor name and shape against the spec, so a
-mismatch is reported as a list of problems instead of a cryptic error.
+mismatch is reported as a list of problems instead of a cryptic error. A tensor holding
+NaN or infinity (the weights of a run that diverged) is refused too, naming the first one:
+such a model only gives NaN embeddings, which every page and metric downstream chokes on.
 """
 from __future__ import annotations
 
@@ -37,6 +39,10 @@ MODEL_FILE = "model.safetensors"
 LOSS_FILE = "loss.safetensors"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
 _MAX_LISTED = 8  # problems listed by name before "... and N more"
+DIVERGED_HINT = ("the run that saved it diverged; train it again with a lower learning rate (or momentum) "
+                 "or with gradient clipping (grad_clip)")
+
+
 @dataclass
 class LoadedCheckpoint:
     model: FaceNet  # in eval mode, on the requested device
@@ -163,9 +169,35 @@ def weight_problems(state_dict: dict[str, torch.Tensor], expected: dict[str, tor
     return problems
 
 
-def load_weights_checked(state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> FaceNet:
-    """A FaceNet built from ``spec`` holding ``state_dict``; ValueError listing every mismatch."""
+def non_finite_tensor(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The first floating-point tensor holding NaN or inf, described ("'name' holds 2 NaN, 1 inf of
+    its 16 values"); None when all are finite. One flag per tensor, read back together: a single device
+    sync however many tensors, so training can afford the check every few steps."""
+    named = [(name, tensor) for name, tensor in tensors.items() if tensor.is_floating_point()]
+    if not named:
+        return None
+    flags = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
+    if all(flags):
+        return None
+    name, tensor = named[flags.index(False)]
+    nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+    counts = ", ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} inf" if inf else "") if part)
+    return f"{name!r} holds {counts} of its {tensor.numel()} values"
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """ValueError naming ``source`` and its first tensor holding NaN or inf."""
+    bad = non_finite_tensor(tensors)
+    if bad is not None:
+        raise ValueError(f"{source} holds weights that are not finite numbers ({bad}): {DIVERGED_HINT}")
+
+
+def load_weights_checked(state_dict: dict[str, torch.Tensor], spec: ModelSpec,
+                         source: str = MODEL_FILE) -> FaceNet:
+    """A FaceNet built from ``spec`` holding ``state_dict``; ValueError listing every mismatch, or
+    naming ``source`` and its first tensor holding NaN or inf."""
     state_dict = strip_wrapper_prefix(dict(state_dict))
+    check_finite(state_dict, source)
     model = FaceNet(spec)
     problems = weight_problems(state_dict, model.state_dict())
     if problems:
@@ -187,7 +219,8 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu") -> LoadedChe
         loss_state = load_file(str(folder / LOSS_FILE)) if (folder / LOSS_FILE).is_file() else {}
     except Exception as err:  # safetensors raises its own error type for damaged files
         raise ValueError(f"{folder}: the weights cannot be read ({err})") from None
-    model = load_weights_checked(state_dict, spec).to(device).eval()
+    model = load_weights_checked(state_dict, spec, source=f"{folder}: {MODEL_FILE}").to(device).eval()
+    check_finite(loss_state, f"{folder}: {LOSS_FILE}")
     return LoadedCheckpoint(model=model, spec=spec, meta=meta, folder=folder, loss_state=loss_state)
 
 

@@ -8,7 +8,10 @@ optional ``on_event`` callback; nothing here prints or knows about a UI.
 
 A job stops early in three ways: ``should_stop()`` turns true (a graceful
 cancel: the current step finishes, ``last`` and the resume state are saved),
-the loss turns NaN/inf (status "failed" with the reason), or an exception.
+the loss, the weights or the embeddings turn NaN/inf (status "failed" with the
+reason; the weights are checked every WEIGHT_CHECK_EVERY steps and before each
+save, so no checkpoint or resume state ever holds them), or an exception. An
+epoch whose embeddings collapsed (all pair cosines alike) is flagged with a warning.
 The run folder layout is described in lib/store/run_folder.py.
 """
 from __future__ import annotations
@@ -31,23 +34,26 @@ from lib.losses.registry import LOSSES, build_loss
 from lib.model.net import FaceNet
 from lib.model.spec import embedding_dim
 from lib.model.warnings import channels_last_crash_layers
-from lib.store.checkpoint import load_checkpoint, save_checkpoint
+from lib.store.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
 from lib.store.meta import CheckpointMeta, Normalization, recordable_metrics
 from lib.store.run_folder import RunFolder
 from lib.train.batches import load_train_data, make_loader, training_batches
 from lib.train.config import TrainConfig
 from lib.train.ema import ModelEma
-from lib.train.evaluation import evaluate_model
+from lib.train.evaluation import NonFiniteEmbeddings, evaluate_model
 from lib.train.rng import rng_state, set_rng_state
 from lib.train.schedule import make_scheduler
 from lib.train.step import (
+    WEIGHT_CHECK_EVERY,
     EpochTally,
     NonFiniteLoss,
     StepParts,
     TrainingFailed,
+    collapse_warning,
     make_mixer,
     margin_stuck_warning,
     nan_message,
+    non_finite_message,
     train_step,
 )
 
@@ -137,7 +143,10 @@ class Trainer:
 
     def _initial_weights(self, model: FaceNet):
         """Weights of init_from; a margin head starts from the CE classifier's class vectors."""
-        loaded = load_checkpoint(self.config.init_folder())
+        try:
+            loaded = load_checkpoint(self.config.init_folder())
+        except ValueError as err:  # e.g. NaN weights: say which setting named the checkpoint
+            raise ValueError(f"init_from: {err}") from None
         classes = list(loaded.meta.classes)
         if classes and classes != self.data.classes:
             raise ValueError(f"init_from: {self.config.init_from} was trained on other identities "
@@ -220,6 +229,7 @@ class Trainer:
                 "warnings": list(self.warnings), "config": self.config.to_dict()}
 
     def save_resume(self) -> None:
+        self.check_weights()  # a resume state holding NaN would only resume into the same failure
         self.run_folder.save_resume(self.resume_state())
         self.last_resume_save = time.perf_counter()
 
@@ -272,6 +282,8 @@ class Trainer:
             self.train_one_step(images, labels)
             self.batch += 1
             self.step += 1
+            if self.step % WEIGHT_CHECK_EVERY == 0:
+                self.check_weights()
             self.progress()
             if time.perf_counter() - self.last_resume_save > self.config.resume_every_s:
                 self.save_resume()
@@ -290,21 +302,39 @@ class Trainer:
                                              self.epoch, self.step)) from None
         self.tally.add(result.loss, result.correct, result.images)
 
+    def weight_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor a checkpoint or the resume state saves of the weights: parameters and buffers
+        of the model, the loss module ("loss." names) and the EMA copy ("ema." names)."""
+        tensors = dict(self.model.state_dict())
+        tensors.update({f"loss.{name}": value for name, value in self.loss_module.state_dict().items()})
+        if self.ema is not None:
+            tensors.update({f"ema.{name}": value for name, value in self.ema.module.state_dict().items()})
+        return tensors
+
+    def check_weights(self) -> None:
+        """TrainingFailed when a weight turned NaN or infinite (run every WEIGHT_CHECK_EVERY steps and
+        before anything is saved, so the checkpoints and resume state saved before stay the last ones)."""
+        bad = non_finite_tensor(self.weight_tensors())
+        if bad is not None:
+            raise self.diverged("the weights", bad)
+
+    def diverged(self, what: str, detail: str = "") -> TrainingFailed:
+        """The failure of a run in which ``what`` turned NaN or infinite, with where and what to change."""
+        momentum = self.config.momentum if self.config.optimizer == "sgd" else 0.0  # AdamW's beta1 adds no speed
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        return TrainingFailed(non_finite_message(what, detail, learning_rate, self.config.precision, self.epoch,
+                                                 self.step, sgd_momentum=momentum))
+
     def cancel_save(self) -> None:
+        self.check_weights()
         metrics = self.records[-1] if self.records else {}
         save_checkpoint(self.run_folder.last, self.eval_model(), self.meta(metrics), self.loss_module)
         self.save_resume()
 
     def end_epoch(self) -> None:
-        self.progress(force=True, message=f"evaluating epoch {self.epoch + 1}")
-        metrics = evaluate_model(self.eval_model(), self.loss_module, self.data, self.device,
-                                 flip=self.config.eval_flip, channels_last=self.config.channels_last)
-        record = {"epoch": self.epoch + 1, "step": self.step, **self.tally.summary(),
-                  "lr": self.optimizer.param_groups[0]["lr"], **metrics, "elapsed_s": round(self.elapsed(), 2)}
-        warning = margin_stuck_warning(self.config.loss, record, self.data.num_classes)
-        if warning and warning not in self.warnings:
-            record["warning"] = warning
-            self.warn(warning)
+        self.check_weights()  # before evaluating, which NaN weights would fail with a vaguer reason
+        record = self.evaluate_epoch()
+        self.record_warnings(record)
         self.epoch, self.batch = self.epoch + 1, 0
         self.tally = EpochTally()
         self.records.append(record)
@@ -317,6 +347,27 @@ class Trainer:
         self.run_folder.append_metrics(record)
         self.save_resume()
         self.emit("epoch", **record)
+
+    def evaluate_epoch(self) -> dict:
+        """The epoch's record: training tally, learning rate, evaluation metrics."""
+        self.progress(force=True, message=f"evaluating epoch {self.epoch + 1}")
+        try:
+            metrics = evaluate_model(self.eval_model(), self.loss_module, self.data, self.device,
+                                     flip=self.config.eval_flip, channels_last=self.config.channels_last)
+        except NonFiniteEmbeddings as bad:  # finite weights can still overflow in the forward pass
+            raise self.diverged(f"the embeddings of {bad.bad} of {bad.total} verification images") from None
+        return {"epoch": self.epoch + 1, "step": self.step, **self.tally.summary(),
+                "lr": self.optimizer.param_groups[0]["lr"], **metrics, "elapsed_s": round(self.elapsed(), 2)}
+
+    def record_warnings(self, record: dict) -> None:
+        """New warnings about this epoch go into its record (the Runs page lists them) and out as events."""
+        found = [warning for warning in (margin_stuck_warning(self.config.loss, record, self.data.num_classes),
+                                         collapse_warning(record))
+                 if warning and warning not in self.warnings]
+        if found:
+            record["warning"] = "\n\n".join(found)  # one key, as older runs recorded; a paragraph each
+        for warning in found:
+            self.warn(warning)
 
     def finish(self, status: str, message: str) -> dict:
         self.progress(status=status, message=message, force=True)
@@ -345,8 +396,8 @@ def train(config: TrainConfig, out_dir, on_event: Callable[[dict], None] | None 
           should_stop: Callable[[], bool] | None = None, resume: bool = False) -> dict:
     """Run one training job into ``out_dir``; returns a summary with "status" done/cancelled/failed.
 
-    Bad configuration raises ValueError before anything is written; a failure while
-    training (NaN loss, a crash) is recorded in progress.json and returned as "failed"."""
+    Bad configuration raises ValueError before anything is written; a failure while training
+    (NaN loss, weights or embeddings, a crash) is recorded in progress.json and returned as "failed"."""
     trainer = Trainer(config, out_dir, on_event, should_stop)
     try:
         return trainer.run(resume=resume)

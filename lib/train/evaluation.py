@@ -4,7 +4,8 @@ Dev accuracy is closed-set identification: the logits come from the loss
 module, so a margin-loss model is scored with its own cosine classifier
 (s * cos theta, without the margin) and a CE model with its linear classifier.
 Verification is open-set: cosine similarity of embeddings of faces never seen
-in training, summarised by ROC AUC, EER and TPR at a fixed FPR.
+in training, summarised by ROC AUC, EER and TPR at a fixed FPR, and by the spread of the
+pairs' cosines ("cosine_spread"), which tells a collapsed embedding (every face alike).
 """
 from __future__ import annotations
 
@@ -16,13 +17,22 @@ import torch
 from torch import nn
 
 from lib.base.config import PROJECT_ROOT
-from lib.eval.metrics import topk_accuracy, verify
+from lib.eval.metrics import cosine_spread, embed, pair_scores, topk_accuracy, verification_metrics
 from lib.losses.registry import LOSSES, build_loss
 from lib.model.spec import embedding_dim
 from lib.store.meta import CheckpointMeta
 from lib.train.batches import Normalizer, TrainData, load_train_data
 
 EVAL_BATCH = 256
+
+
+class NonFiniteEmbeddings(ValueError):
+    """Some verification embeddings are NaN or infinite (a model that diverged): no metric exists.
+    A ValueError, so the evaluate command reports it as an unusable checkpoint."""
+
+    def __init__(self, bad: int, total: int):
+        super().__init__(f"the embeddings of {bad} of {total} verification images are NaN or infinite")
+        self.bad, self.total = bad, total
 
 
 @torch.no_grad()
@@ -51,13 +61,20 @@ def dev_logits(model: nn.Module, loss_module: nn.Module, data: TrainData, device
 
 def evaluate_model(model: nn.Module, loss_module: nn.Module, data: TrainData, device="cpu",
                    flip: bool = False, channels_last: bool = False) -> dict:
-    """{"dev_top1", "dev_top5", "auc", "eer", "tpr_at_fpr_1e-2", ...} (plain floats) and "eval_s"."""
+    """{"dev_top1", "dev_top5", "auc", "eer", "tpr_at_fpr_1e-2", ..., "cosine_spread"} (plain floats)
+    and "eval_s"; NonFiniteEmbeddings when the model embeds a verification image as NaN or inf."""
     started = time.perf_counter()
+    embeddings = embed(model, data.pairs.images, data.mean, data.std, EVAL_BATCH, flip, device)
+    bad = int((~torch.isfinite(embeddings).all(dim=1)).sum())
+    if bad:
+        raise NonFiniteEmbeddings(bad, len(embeddings))
+    scores = pair_scores(embeddings, data.pairs.pairs)
+    result = verification_metrics(scores, data.pairs.labels, data.pairs.folds)
     logits = dev_logits(model, loss_module, data, device, channels_last)
     accuracy = topk_accuracy(logits, data.dev.labels, ks=(1, 5))
-    result, _ = verify(model, data.pairs, data.mean, data.std, flip=flip, batch_size=EVAL_BATCH, device=device)
     metrics = {"dev_top1": accuracy[1], "dev_top5": accuracy[5]}
     metrics.update(result.summary())
+    metrics["cosine_spread"] = cosine_spread(scores)
     metrics["eval_s"] = time.perf_counter() - started
     return metrics
 

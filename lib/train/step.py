@@ -10,12 +10,20 @@ import torch
 from torch import nn
 
 from lib.data.augment import BatchMix, batch_mix
+from lib.eval.metrics import is_collapsed
 from lib.model.net import FaceNet
 from lib.train.ema import ModelEma
 
 MARGIN_LOSSES = ("arcface", "cosface", "sphereface")
 STUCK_AFTER_EPOCHS = 2
 STUCK_FACTOR = 3.0  # "near chance": train accuracy below 3x the accuracy of guessing
+# Weights (parameters and buffers: BatchNorm's running variance is often the first to overflow,
+# while the loss is still a finite 1e20) are checked for NaN/inf every this many steps, and
+# before anything is saved. A check reads every weight once (about a third of the memory traffic
+# of an SGD step, itself a small part of a training step) and syncs the device once, as the loss
+# check does at every step anyway: every 20 steps it is lost in the noise, and a diverged run
+# still stops within seconds.
+WEIGHT_CHECK_EVERY = 20
 
 
 class TrainingFailed(Exception):
@@ -112,12 +120,30 @@ def _correct(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) 
     return float((predicted == labels).sum())
 
 
+def _divergence_hint(precision: str) -> str:
+    return ("lower the learning rate, turn on gradient clipping (grad_clip), or train in fp32/bf16"
+            if precision == "fp16" else "lower the learning rate or turn on gradient clipping (grad_clip)")
+
+
 def nan_message(value: float, learning_rate: float, precision: str, epoch: int, step: int) -> str:
     """Why the run stopped at a non-finite loss (``epoch`` and ``step`` counted from 0), and what to change."""
-    hint = ("lower the learning rate, turn on gradient clipping (grad_clip), or train in fp32/bf16"
-            if precision == "fp16" else "lower the learning rate or turn on gradient clipping (grad_clip)")
     return (f"the loss became {value} at epoch {epoch + 1}, step {step + 1} "
-            f"(learning rate {learning_rate:.3g}); training stopped. To fix it: {hint}")
+            f"(learning rate {learning_rate:.3g}); training stopped. To fix it: {_divergence_hint(precision)}")
+
+
+def non_finite_message(what: str, detail: str, learning_rate: float, precision: str, epoch: int, step: int,
+                       sgd_momentum: float = 0.0) -> str:
+    """Why the run stopped when ``what`` (e.g. "the weights") turned NaN or infinite by ``step`` steps
+    done in ``epoch`` (counted from 0), ``detail`` saying where if not empty, and what to change."""
+    hint = _divergence_hint(precision)
+    if sgd_momentum >= 0.95:
+        # Steady gradients add up over about 1 / (1 - momentum) steps: 0.99 moves 100x the learning rate.
+        hint += (f", or lower the momentum ({sgd_momentum:g} lets steady gradients move the weights up to "
+                 f"{1 / (1 - sgd_momentum):.0f}x as far per step as the learning rate alone)")
+    where = f": {detail}" if detail else ""
+    return (f"{what} became NaN or infinite by epoch {epoch + 1}, step {step} (learning rate "
+            f"{learning_rate:.3g}){where}. Training stopped; the checkpoints saved before are kept. "
+            f"To fix it: {hint}")
 
 
 def train_step(parts: StepParts, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
@@ -173,3 +199,17 @@ def margin_stuck_warning(loss: str, record: dict, num_classes: int) -> str:
             f"{record['epoch']} epochs, so the margin is too hard to learn from scratch. Known remedies: start "
             f"from a CE checkpoint (init_from), lower the margin or the scale s at first and raise it later, "
             f"or for SphereFace keep lambda large for longer (smaller lambda_gamma).")
+
+
+def collapse_warning(record: dict) -> str:
+    """A warning when the epoch's embeddings collapsed: every verification pair scores nearly the same
+    cosine (``cosine_spread`` below lib.eval.metrics.COLLAPSE_SPREAD); '' otherwise."""
+    spread = record.get("cosine_spread")
+    if not isinstance(spread, float) or not is_collapsed(spread):
+        return ""
+    return (f"epoch {record['epoch']}: the embeddings collapsed: the cosine similarities of the verification "
+            f"pairs spread by only {spread:.2g} (standard deviation; trained models about 0.3, even an untrained "
+            f"network 0.02), so every face looks alike to the model and verification is guesswork. Usual "
+            f"causes: a learning rate so high the network died (every activation zero), a triplet margin or a "
+            f"center_weight that pulls all faces to one point. Known remedies: a lower learning rate with "
+            f"warm-up, a smaller triplet margin or center_weight, or starting from a CE checkpoint (init_from).")

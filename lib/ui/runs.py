@@ -12,7 +12,9 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from lib.jobs import queue as jobs
 from lib.store.run_folder import RunFolder, run_folders
+from lib.ui.text import as_plain_markdown
 
 # Metrics a run reports per epoch, in the order the Runs page plots them.
 CURVES = {
@@ -214,3 +216,26 @@ def headline(rows: list[dict]) -> list[tuple[str, str, str]]:
             delta = f"{change:+.3f}" if abs(change) >= 0.0005 else ""  # no arrow for a change that rounds to 0
             cards.append((label, f"{value:.3f}", delta))
     return cards
+
+
+def acting_names(user_info, typed_name: str) -> tuple[str, ...]:
+    """The names a browser session acts under on jobs. Signed in: the signed-in name and
+    e-mail only, since the name field in the sidebar can be set to anyone's. Otherwise the
+    name typed in the sidebar (empty: the session owns no job)."""
+    if user_info.get("is_logged_in") is True:
+        return tuple(str(user_info.get(key) or "") for key in ("name", "email"))
+    return (typed_name,)
+
+
+def control_note(job, names) -> str:
+    """Markdown telling someone who may not cancel or resume a job who can; "" when they may,
+    or when the job is done (nobody can change it any more)."""
+    if job.state == "done" or jobs.may_control(job, names):
+        return ""
+    if jobs.has_no_owner(job):
+        who = "It was launched without a name, so only an instructor can cancel or resume it."
+    else:
+        who = f"Only **{as_plain_markdown(job.user)}**, who launched it, or an instructor can cancel or resume it."
+    if not jobs.acting_names(names):
+        who += " Type your name in the sidebar before launching to control your own runs."
+    return who
