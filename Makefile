@@ -22,8 +22,11 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: browser tests are skipped here, and fail where CI=true")
 
+# The job scheduler runs beside the app, not inside it: Streamlit runs app.py only when a browser
+# connects, so after a restart a scheduler in the app would wait for the first visitor. It stops
+# when the app has ended (--while-alive gets this shell's pid, which exec hands on to the app).
 run: setup
-	$(PY) -m streamlit run app.py --server.headless true
+	$(PY) -m lib scheduler --while-alive $$$$ & exec $(PY) -m streamlit run app.py --server.headless true
 
 test: setup browser
 	$(PY) -m pytest -q

@@ -17,6 +17,7 @@ COMMANDS = {
     "data-check": ("lib.commands.data_check", "check a data set in the HW2P2 layout"),
     "train": ("lib.commands.train", "run one training job from a run JSON"),
     "evaluate": ("lib.commands.evaluate", "dev accuracy and verification metrics of a checkpoint"),
+    "scheduler": ("lib.commands.scheduler", "start queued jobs and reap finished ones (make run starts it)"),
 }
 
 

@@ -94,6 +94,9 @@ def replace_folder(staged: Path, folder: Path) -> None:
     POSIX cannot rename a folder over a non-empty one, so the old folder is first
     renamed aside; ``recover_folder`` puts it back if we die between the two renames."""
     aside = folder.with_name(f".{folder.name}.old")
+    # After a swap cut short the folder aside is the only copy: put it back first, so that
+    # what is deleted below is always a spare and a crash mid-delete leaves the folder whole.
+    recover_folder(folder)
     if aside.exists():
         shutil.rmtree(aside)
     if folder.exists():

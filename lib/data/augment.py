@@ -14,26 +14,48 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import torch
 from torchvision.transforms import v2
 
+from lib.base.json_text import parse_json
 from lib.data.transforms import BATCH_MIXES, IMAGE_SIZE, MEAN, STD, TRANSFORMS, Expr, Param
 
 # ----------------------------------------------------------------------------- validation
 
+MAX_STEPS = 64  # the editor holds each of the TRANSFORMS once; a longer list is not a pipeline anyone wrote
+
+
 def _number(value, integer: bool) -> float | int | None:
+    """``value`` as an int (``integer``) or a float; None when it is not a number of that kind.
+    An integer too large for a float becomes +-inf, which every range check then refuses."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    if isinstance(value, int):
+        return value if integer else _int_as_float(value)
     if integer:
-        return int(value) if float(value).is_integer() else None
-    return float(value)
+        return int(value) if value.is_integer() else None  # False for inf and nan
+    return value
+
+
+def _int_as_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _shown(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message quotes a pasted value, not all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_value(where: str, spec: Param, value):
     """The normalized (JSON-ready) value, or ValueError naming ``where`` and the problem."""
     def fail(problem: str):
-        raise ValueError(f"{where} = {value!r} {problem}")
+        raise ValueError(f"{where} = {_shown(value)} {problem}")
 
     span = f"between {spec.low:g} and {spec.high:g}" if spec.low is not None else ""
     if spec.kind in ("int", "float"):
@@ -64,21 +86,23 @@ def _check_value(where: str, spec: Param, value):
 
 def _validate_step(index: int, step) -> dict:
     if not isinstance(step, dict) or not isinstance(step.get("name"), str):
-        raise ValueError(f"step {index}: expected {{'name': ..., 'params': {{...}}}}, got {step!r}")
+        raise ValueError(f"step {index}: expected {{'name': ..., 'params': {{...}}}}, got {_shown(step)}")
     name = step["name"]
     if name not in TRANSFORMS:
-        raise ValueError(f"step {index}: unknown transform {name!r}; known: {', '.join(TRANSFORMS)}")
+        raise ValueError(f"step {index}: unknown transform {_shown(name)}; known: {', '.join(TRANSFORMS)}")
     extra = sorted(set(step) - {"name", "params"})
     if extra:
-        raise ValueError(f"step {index} ({name}): unknown key {extra[0]!r}; a step has only 'name' and 'params'")
-    params = step.get("params") or {}
+        raise ValueError(f"step {index} ({name}): unknown key {_shown(extra[0])}; a step has only 'name' and 'params'")
+    params = step.get("params")
+    if params is None:
+        params = {}
     if not isinstance(params, dict):
-        raise ValueError(f"step {index} ({name}): params must be a mapping, got {params!r}")
+        raise ValueError(f"step {index} ({name}): params must be a mapping, got {_shown(params)}")
     specs = TRANSFORMS[name].params
     for key in params:
         if key not in specs:
             allowed = ", ".join(specs) or "none"
-            raise ValueError(f"step {index} ({name}): unknown parameter {key!r}; parameters: {allowed}")
+            raise ValueError(f"step {index} ({name}): unknown parameter {_shown(key)}; parameters: {allowed}")
     return {"name": name, "params": {key: _check_value(f"step {index} ({name}): parameter {key}", spec,
                                                         params.get(key, spec.default))
                                      for key, spec in specs.items()}}
@@ -89,6 +113,8 @@ def validate_pipeline(steps) -> list[dict]:
     if not isinstance(steps, (list, tuple)):
         raise ValueError("a pipeline is a list of steps {'name': ..., 'params': {...}}, "
                          f"got {type(steps).__name__}")
+    if len(steps) > MAX_STEPS:
+        raise ValueError(f"a pipeline of {len(steps)} steps is too long: at most {MAX_STEPS}")
     normalized = [_validate_step(index, step) for index, step in enumerate(steps)]
     for index, step in enumerate(normalized[:-1]):
         if step["name"] == "Normalize":
@@ -101,11 +127,7 @@ def pipeline_to_json(steps) -> str:
 
 
 def pipeline_from_json(text: str) -> list[dict]:
-    try:
-        steps = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"pipeline JSON is not valid JSON: {error}") from None
-    return validate_pipeline(steps)
+    return validate_pipeline(parse_json(text, "pipeline JSON"))
 
 
 DEFAULT_PIPELINE: list[dict] = validate_pipeline([

@@ -497,7 +497,7 @@ def parse_pairs_text(text: str) -> tuple[list[PairLine], list[str]]:
             continue
         row = _pair_line(number, parts)
         if row is None:
-            problems.append(f"line {number}: expected {PAIRS_LINE}, got {line.strip()!r}")
+            problems.append(f"line {number}: expected {PAIRS_LINE}, got {_quoted_line(line)}")
         elif rows and (row.fold is None) != (rows[0].fold is None):
             problems.append(_mixed_fold_column(row, rows[0]))
         else:
@@ -515,8 +515,19 @@ def _pair_line(number: int, parts: list[str]) -> PairLine | None:
     return PairLine(number, parts[0], parts[1], int(parts[2]), int(parts[3]) if has_fold else None)
 
 
+# Folds number a few splits (LFW has 10); without a limit, a 20-digit "fold" would overflow the int64 fold tensor.
+_MAX_FOLD_DIGITS = 6
+
+
 def _is_count(text: str) -> bool:
-    return text.isascii() and text.isdigit()  # str.isdigit alone also takes digits of other scripts
+    # str.isdigit alone also takes digits of other scripts
+    return text.isascii() and text.isdigit() and len(text) <= _MAX_FOLD_DIGITS
+
+
+def _quoted_line(line: str, limit: int = 80) -> str:
+    """A malformed line as a problem message quotes it: stripped, and cut to ``limit`` characters."""
+    text = line.strip()
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def _mixed_fold_column(row: PairLine, first: PairLine) -> str:

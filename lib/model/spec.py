@@ -10,6 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 
+from lib.base.json_text import parse_json
 from lib.model.blocks import ACTIVATIONS, BLOCKS, NORMS
 from lib.model.counting import conv_out
 
@@ -89,6 +90,8 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise ValueError(f"model spec must be a JSON object, got {type(data).__name__}")
         values = _known_fields(cls, data, "model")
+        if not isinstance(values.get("name", ""), str):  # it names files and is looked up in PRESETS
+            raise ValueError(f"name: {_shown(values['name'])} is not text; give the model a name like \"my_model\"")
         if "stem" in values:
             values["stem"] = StemSpec(**_known_fields(StemSpec, values["stem"], "stem"))
         if "head" in values:
@@ -96,18 +99,14 @@ class ModelSpec:
         if "stages" in values:
             stages = values["stages"]
             if not isinstance(stages, (list, tuple)):
-                raise ValueError("stages must be a list of stage objects")
+                raise ValueError(f"stages must be a list of stage objects, got {type(stages).__name__}")
             values["stages"] = tuple(StageSpec(**_known_fields(StageSpec, s, f"stages[{i}]"))
                                      for i, s in enumerate(stages))
         return cls(**values)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"model spec is not valid JSON: {err}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "model spec"))
 
     def validate(self) -> "ModelSpec":
         """Raise ValueError naming the first impossible field; return self when valid."""
@@ -121,7 +120,7 @@ class ModelSpec:
                 raise ValueError(f"stages[{index}].stride: the feature map collapses below 1x1 "
                                  f"at input size {self.input_size}; remove a stride-2 stage or raise input_size")
         _validate_head(self.head)
-        _check_range("num_classes", self.num_classes, 1, 1_000_000)
+        _check_int("num_classes", self.num_classes, 1, 1_000_000)
         _check_range("drop_path_rate", self.drop_path_rate, 0.0, 0.9)
         return self
 
@@ -132,23 +131,35 @@ def _known_fields(cls, data, where: str) -> dict:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(names))})")
+        raise ValueError(f"{where}: unknown field {_shown(unknown[0])} (known: {', '.join(sorted(names))})")
     return dict(data)
+
+
+def _shown(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message quotes a pasted value, not all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_range(name: str, value, low, high) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{name}: {value!r} is not a number in [{low}, {high}]")
+        raise ValueError(f"{name}: {_shown(value)} is not a number in [{low}, {high}]")
 
 
 def _check_int(name: str, value, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name}: {value!r} is not a whole number in [{low}, {high}]")
+        raise ValueError(f"{name}: {_shown(value)} is not a whole number in [{low}, {high}]")
 
 
 def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, choices))}")
+    # Compared with the type too: True == 1 and 3.0 == 3, but torch refuses a float kernel size.
+    if not any(type(value) is type(choice) and value == choice for choice in choices):
+        raise ValueError(f"{name}: {_shown(value)} is not one of {', '.join(map(str, choices))}")
+
+
+def _check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: {_shown(value)} is not true or false")
 
 
 def _validate_stem(spec: ModelSpec) -> None:
@@ -159,6 +170,7 @@ def _validate_stem(spec: ModelSpec) -> None:
     _check_int("stem.out_chs", stem.out_chs, 1, 4096)
     _check_int("stem.kernel_size", stem.kernel_size, 1, 15)
     _check_int("stem.stride", stem.stride, 1, 8)
+    _check_bool("stem.pool", stem.pool)
     _check_choice("stem.act", stem.act, tuple(ACTIVATIONS))
     if stem.kind == "conv" and stem.kernel_size % 2 == 0:
         raise ValueError(f"stem.kernel_size: {stem.kernel_size} must be odd for a 'conv' stem")

@@ -19,6 +19,7 @@ from numbers import Real
 from pathlib import Path
 
 from lib.base.files import json_default, recover_folder
+from lib.base.json_text import parse_json
 from lib.model.spec import ModelSpec
 
 META_FILE = "meta.json"
@@ -111,7 +112,15 @@ def recordable_metrics(metrics: Mapping) -> dict:
 
 
 def _not_finite(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and not math.isfinite(value)
+    return isinstance(value, Real) and not isinstance(value, bool) and not _fits_float(value)
+
+
+def _fits_float(value: Real) -> bool:
+    """Finite, and (an integer) small enough for a float: math.isfinite raises OverflowError past that."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _upgraded_from_format_1(data: dict) -> dict:
@@ -165,7 +174,7 @@ def _text(name: str, value) -> str:
 
 
 def _finite(name: str, value) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _fits_float(value):
         raise ValueError(f"{name}: {_shown(value)} is not a finite number")
     return value
 
@@ -235,11 +244,7 @@ _FIELD_PARSERS = {
 
 def meta_from_json(data: str | bytes, source: str = META_FILE) -> CheckpointMeta:
     """The checked meta of meta.json's text; ValueError naming ``source`` when it is not usable."""
-    try:
-        parsed = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{source}: not valid JSON ({err})") from None
-    return CheckpointMeta.from_dict(parsed, source)
+    return CheckpointMeta.from_dict(parse_json(data, source), source)
 
 
 def meta_text(meta: CheckpointMeta) -> str:

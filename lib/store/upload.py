@@ -10,6 +10,8 @@ What is refused, and why:
 - files over the size caps, zips with too many members or that inflate too much;
 - zip members with absolute paths, ``..`` or links (nothing is extracted to disk
   anyway: members are read into memory);
+- damaged zips (a bad checksum, cut-off or corrupt data), encrypted members and
+  compression methods Python cannot read: a ValueError says which, never zipfile's own error;
 - weights whose names or shapes do not fit the spec in meta.json
   (lib.store.checkpoint.load_weights_checked, which also accepts the ``module.``
   prefix of weights saved from nn.DataParallel).
@@ -18,9 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import re
 import stat
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -41,6 +46,13 @@ MAX_MEMBERS = 200
 MAX_RATIO = 200                   # inflated / compressed size of one member (zip bombs)
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")
 _SAFETENSORS_HEADER_LIMIT = 16 * 2**20
+
+
+# What zipfile raises on a damaged archive besides BadZipFile: inflating corrupt data (zlib, lzma,
+# bz2 as OSError), data cut short (EOFError), offsets past the end or beyond any file
+# (ValueError, OverflowError from seeking), a member name that is not the UTF-8 it claims.
+_DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError,
+                       OverflowError, struct.error)
 
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -119,9 +131,21 @@ def checkpoint_from_files(files: dict[str, bytes], metrics_text: str | None = No
         notes.append("the weights were saved from nn.DataParallel: their 'module.' prefix was removed")
     model = load_weights_checked(weights, spec).eval()
     loss_state = read_safetensors(LOSS_FILE, files[LOSS_FILE]) if LOSS_FILE in files else {}
-    rows = parse_metrics(metrics_text) if metrics_text else []
+    rows = _metrics_rows(metrics_text, notes)
     fingerprint = hashlib.sha256(files[MODEL_FILE]).hexdigest()[:32]
     return UploadedCheckpoint(model, spec, meta, loss_state, fingerprint, rows, notes)
+
+
+def _metrics_rows(text: str | None, notes: list[str]) -> list[dict]:
+    """The rows of a zipped run's metrics.jsonl. The file only adds the run's curves, so one that
+    cannot be read (nested too deeply, keys of the wrong type) loses them, with a note saying so."""
+    if not text:
+        return []
+    try:
+        return parse_metrics(text)
+    except (RecursionError, TypeError, OverflowError, ValueError):
+        notes.append(f"{METRICS_FILE} could not be read, so the run's curves are not shown")
+        return []
 
 
 def _check_budget(spec: ModelSpec, weights: dict[str, torch.Tensor]) -> None:
@@ -173,20 +197,38 @@ def _checkpoint_folder(members: dict[PurePosixPath, zipfile.ZipInfo]) -> PurePos
     return sorted(folders, key=lambda f: ({BEST_DIR: 0, LAST_DIR: 1}.get(f.name, 2), len(f.parts)))[0]
 
 
+def _open_zip(data: bytes) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except _DAMAGED_ZIP_ERRORS:
+        raise ValueError("not a zip archive (or a damaged one): zip the run folder again and upload that") from None
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """A member's bytes; ValueError naming the member when zipfile cannot give them."""
+    where = f"zip member {_member_name(info.filename)!r}"
+    try:
+        return archive.read(info)
+    except RuntimeError:  # zipfile's word for "encrypted, password required"
+        raise ValueError(f"{where} is encrypted: upload a zip made without a password") from None
+    except NotImplementedError:
+        raise ValueError(f"{where} uses a compression method Python cannot read: zip it again with the usual "
+                         "(deflate) compression") from None
+    except _DAMAGED_ZIP_ERRORS:
+        raise ValueError(f"{where} is damaged (a bad checksum, or data cut short or corrupt): zip the run folder "
+                         "again and upload that") from None
+
+
 def checkpoint_from_zip(data: bytes) -> UploadedCheckpoint:
     _check_size("the zip", data)
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise ValueError("not a zip archive (or a damaged one)") from None
-    with archive:
+    with _open_zip(data) as archive:
         members = _checked_members(archive)
         folder = _checkpoint_folder(members)
-        files = {name: archive.read(members[folder / name]) for name in (MODEL_FILE, META_FILE, LOSS_FILE)
+        files = {name: _read_member(archive, members[folder / name]) for name in (MODEL_FILE, META_FILE, LOSS_FILE)
                  if folder / name in members}
         run_root = folder.parent if folder.name in (BEST_DIR, LAST_DIR) else folder
         metrics = members.get(run_root / METRICS_FILE)
-        metrics_text = archive.read(metrics).decode("utf-8", errors="replace") if metrics else None
+        metrics_text = _read_member(archive, metrics).decode("utf-8", errors="replace") if metrics else None
     return checkpoint_from_files(files, metrics_text)
 
 
