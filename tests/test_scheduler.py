@@ -15,12 +15,13 @@ import pytest
 from lib.base import config
 from lib.jobs import launcher
 from lib.jobs import queue as jobs
+from lib.jobs import scheduler as scheduling
 from tests.browser_support import AppServer, running_app
 from tests.job_cases import states, tiny, wait_for
 
 RESTART_S = 30  # "within seconds", with room for a busy two-core machine
 # Another process taking a runs folder's scheduler lock, then holding it until it is killed.
-HOLD_LOCK = ("import sys, time; from lib.jobs.queue import SchedulerLock; lock = SchedulerLock(sys.argv[1]); "
+HOLD_LOCK = ("import sys, time; from lib.jobs.scheduler import SchedulerLock; lock = SchedulerLock(sys.argv[1]); "
              "print(lock.try_acquire(), flush=True); time.sleep(600)")
 
 
@@ -42,7 +43,7 @@ def count_ticks(monkeypatch, folder: Path) -> list[Path]:
 def test_of_two_schedulers_on_one_folder_only_one_ticks(tmp_path, monkeypatch):
     jobs.JobQueue(tmp_path, max_running=1)
     ticked = count_ticks(monkeypatch, tmp_path)
-    first, second = jobs.Scheduler(tmp_path), jobs.Scheduler(tmp_path)
+    first, second = scheduling.Scheduler(tmp_path), scheduling.Scheduler(tmp_path)
     try:
         assert [first.step(), second.step(), first.step(), second.step()] == [True, False, True, False]
         assert len(ticked) == 2
@@ -57,10 +58,10 @@ def test_of_two_schedulers_on_one_folder_only_one_ticks(tmp_path, monkeypatch):
 def test_a_scheduler_killed_without_cleanup_leaves_no_stale_lock(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], cwd=config.PROJECT_ROOT,
                               stdout=subprocess.PIPE, text=True)
-    standby = jobs.Scheduler(tmp_path)
+    standby = scheduling.Scheduler(tmp_path)
     try:
         assert holder.stdout.readline().strip() == "True"
-        assert (tmp_path / jobs.LOCK_NAME).read_text().strip() == str(holder.pid)  # who schedules
+        assert (tmp_path / scheduling.LOCK_NAME).read_text().strip() == str(holder.pid)  # who schedules
         assert not standby.step()
         holder.kill()  # as in a power cut: nothing is released by hand
         holder.wait(timeout=30)
@@ -76,10 +77,10 @@ def test_a_scheduler_killed_without_cleanup_leaves_no_stale_lock(tmp_path):
 def test_a_pages_ticker_stands_by_while_the_folder_has_a_scheduler(tmp_path, monkeypatch):
     jobs.JobQueue(tmp_path, max_running=1)
     ticked = count_ticks(monkeypatch, tmp_path)
-    scheduler = jobs.Scheduler(tmp_path)
+    scheduler = scheduling.Scheduler(tmp_path)
     try:
         assert scheduler.step()
-        jobs.start_ticker(tmp_path, interval_s=0.1)
+        scheduling.start_ticker(tmp_path, interval_s=0.1)
         time.sleep(1.0)
         assert len(ticked) == 1  # the ticker thread tried the lock ten times and never ticked
         scheduler.lock.release()
@@ -87,7 +88,7 @@ def test_a_pages_ticker_stands_by_while_the_folder_has_a_scheduler(tmp_path, mon
     finally:
         scheduler.lock.release()
         (tmp_path / jobs.DB_NAME).unlink()  # the ticker ends with its registry
-        jobs._TICKERS[tmp_path.resolve()].join(timeout=10)
+        scheduling._TICKERS[tmp_path.resolve()].join(timeout=10)
 
 
 # --------------------------------------------------------------------------- the real app, restarted

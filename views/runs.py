@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lib.jobs import queue as jobs
+from lib.jobs import scheduler
 from lib.store.run_folder import RunFolder
 from lib.ui import runs
 from lib.ui.run_plots import accuracy_vs_macs, overlay, run_curves
@@ -25,7 +26,7 @@ def open_queue() -> tuple[jobs.JobQueue, list[jobs.Job]]:
     try:
         queue = jobs.JobQueue(runs_dir())
         queue.tick()
-        jobs.start_ticker(queue.runs_dir)
+        scheduler.start_ticker(queue.runs_dir)
         return queue, queue.list_jobs()
     except jobs.RunsFolderError as err:
         show_error(f"The job queue cannot be used: {err}")

@@ -5,6 +5,7 @@ import streamlit as st
 
 from lib.data.augment import default_pipeline
 from lib.jobs import queue as jobs
+from lib.jobs import scheduler
 from lib.losses.registry import LOSSES
 from lib.model.presets import FACE_PRESETS, PRESETS
 from lib.model.warnings import channels_last_warning
@@ -200,7 +201,7 @@ try:
 except ValueError as err:  # a read-only or full runs folder, or a bad FACELAB_MAX_JOBS
     show_error(f"The job queue cannot be used: {err}")
     st.stop()
-jobs.start_ticker(queue.runs_dir)
+scheduler.start_ticker(queue.runs_dir)
 st.caption(f"{sum(job.state == 'running' for job in active)} running, {sum(job.state == 'queued' for job in active)} "
            f"waiting; at most {queue.max_running} at once. A new job waits its turn. "
            f"Launching as **{as_plain_markdown(user_name())}**.")

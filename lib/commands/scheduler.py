@@ -4,7 +4,7 @@ finished ones, every few seconds, with nobody on any page.
 `make run` starts it beside the app, because Streamlit runs app.py only when a browser
 connects: a scheduler living in the app would leave the queue standing still after a restart
 until someone opened a page. Any number of these (and of app processes) may run on one runs
-folder: the folder's lock (lib.jobs.queue.SchedulerLock) lets exactly one of them tick, and
+folder: the folder's lock (lib.jobs.scheduler.SchedulerLock) lets exactly one of them tick, and
 another takes over within seconds when that one stops or dies.
 
 Stops on SIGTERM or Ctrl-C after the tick in progress (a job is never left started but
@@ -19,8 +19,7 @@ import threading
 from pathlib import Path
 
 from lib.base import config
-from lib.jobs import launcher
-from lib.jobs import queue as jobs
+from lib.jobs import launcher, scheduler
 
 
 def add_arguments(parser) -> None:
@@ -28,7 +27,7 @@ def add_arguments(parser) -> None:
                         help=f"the runs folder to schedule (default: {config.RUNS_DIR_ENV}, else runs/)")
     parser.add_argument("--while-alive", type=int, default=None, metavar="PID",
                         help="stop when this process (the app) has ended")
-    parser.add_argument("--interval", type=float, default=jobs.SCHEDULER_INTERVAL_S,
+    parser.add_argument("--interval", type=float, default=scheduler.SCHEDULER_INTERVAL_S,
                         help="seconds between two ticks, and between two tries of a standby")
 
 
@@ -41,7 +40,7 @@ def run(args) -> int:
         return 1
     stop = _stop_on_signals()
     print(f"scheduler: runs folder {runs_dir} (one scheduler per folder; others stand by)", flush=True)
-    jobs.Scheduler(runs_dir, args.interval).run(keep_going=_app_alive(args.while_alive), stop=stop,
+    scheduler.Scheduler(runs_dir, args.interval).run(keep_going=_app_alive(args.while_alive), stop=stop,
                                                 on_error=_report_once())
     return 0
 
