@@ -144,7 +144,7 @@ INVALID = [
     (_stage(block="inverted_residual", expansion=0), "stages[0].expansion", "0"),
     (_stage(block="bottleneck", out_chs=2), "stages[0].out_chs", "2"),
     (_stage(block="bottleneck", groups=0), "stages[0].groups", "0"),
-    (_stage(block="convnext", norm="group"), "stages[0].norm", "'group'"),
+    (_stage(block="convnext", norm="weight"), "stages[0].norm", "'weight'"),
     (replace(_stage(block="inverted_residual", expansion=0.25), stem=StemSpec(out_chs=1)),
      "stages[0].expansion", "0 hidden channels"),
     (replace(BASE, stem=StemSpec(kind="patchify", out_chs=8, kernel_size=4, stride=4), input_size=8,

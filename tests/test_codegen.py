@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lib.model.blocks import BLOCKS
+from lib.model.blocks import BLOCKS, NORMS
 from lib.model.codegen import to_source
 from lib.model.net import FaceNet, count_params
 from lib.model.presets import FACE_PRESETS, PRESETS
@@ -26,6 +26,10 @@ MIXED = ModelSpec(
             StageSpec(block="convnext", out_chs=48, depth=2, norm="batch", layer_scale=0.5)),
     head=HeadSpec(conv_chs=64, conv_act="relu", pool_norm="layer", embedding_dim=20, dropout=0.2),
     input_size=40, num_classes=11, drop_path_rate=0.1)
+# The same model with every norm FaceLab offers, one stage each.
+NORMED = replace(MIXED, name="normed", stages=tuple(
+    replace(stage, norm=norm) for stage, norm in zip(MIXED.stages, ("group", "instance", "layer", "group",
+                                                                     "instance", "group"))))
 PATCHIFY = replace(PRESETS["face_convnext"], name="patchify", stages=PRESETS["face_convnext"].stages[:2])
 
 
@@ -44,8 +48,8 @@ def randomize(model: torch.nn.Module) -> None:
                 tensor.copy_(torch.rand_like(tensor) + 0.5 if "running_var" in name else torch.randn_like(tensor) * 0.2)
 
 
-@pytest.mark.parametrize("spec", [MIXED, PATCHIFY, *(PRESETS[n] for n in FACE_PRESETS)],
-                         ids=["mixed", "patchify", *FACE_PRESETS])
+@pytest.mark.parametrize("spec", [MIXED, NORMED, PATCHIFY, *(PRESETS[n] for n in FACE_PRESETS)],
+                         ids=["mixed", "normed", "patchify", *FACE_PRESETS])
 def test_generated_model_loads_facelab_weights_and_gives_the_same_outputs(spec):
     reference = FaceNet(spec)
     randomize(reference)
@@ -91,7 +95,8 @@ def test_source_imports_only_torch_and_defines_only_used_blocks():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported == {"torch", "__future__"}
     classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
-    assert classes == {"BasicBlock", "DropPath", "SqueezeExcite", "FaceNet"}  # SE: an option of the block
+    norms = {cls.__name__ for cls in NORMS.values()} - {"BatchNorm2d"}  # make_norm's table: norms are options
+    assert classes - norms == {"BasicBlock", "DropPath", "SqueezeExcite", "FaceNet"}  # SE: an option of the block
     unused = {BLOCKS[name].__name__ for name in BLOCKS} - {"BasicBlock"}
     assert not unused & classes
     assert "count(" not in source and "options = {" not in source  # FaceLab's own bookkeeping stays out

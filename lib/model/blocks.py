@@ -34,7 +34,24 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
-NORMS = {"batch": nn.BatchNorm2d, "layer": LayerNorm2d}
+class GroupNorm2d(nn.GroupNorm):
+    """GroupNorm (Wu & He 2018) with 32 groups (fewer where the channels do not divide): statistics per image,
+    so small batches (or a batch of one) train as well as large ones."""
+
+    def __init__(self, channels: int):
+        super().__init__(next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0), channels)
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """InstanceNorm: each channel of each image normalised on its own (style transfer's norm),
+    with a learned scale and shift like the other norms here."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, affine=True)
+
+
+# BatchNorm averages over the batch; the others normalise each image alone.
+NORMS = {"batch": nn.BatchNorm2d, "layer": LayerNorm2d, "group": GroupNorm2d, "instance": InstanceNorm2d}
 
 
 def make_act(name: str) -> nn.Module:
@@ -93,56 +110,56 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
-def shortcut(in_chs: int, out_chs: int, stride: int) -> nn.Module:
-    """ResNet projection shortcut: 1x1 conv + BN when the shape changes, else identity."""
+def shortcut(in_chs: int, out_chs: int, stride: int, norm: str = "batch") -> nn.Module:
+    """ResNet projection shortcut: 1x1 conv + norm when the shape changes, else identity."""
     if stride == 1 and in_chs == out_chs:
         return nn.Identity()
-    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs))
+    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), make_norm(norm, out_chs))
 
 
-def count_shortcut(t: Tally, out_chs: int, stride: int) -> Tally:
+def count_shortcut(t: Tally, out_chs: int, stride: int, norm: str = "batch") -> Tally:
     """The shortcut as a branch of ``t`` (join it back after the main path)."""
     skip = t.branch("shortcut.")
     if stride != 1 or t.chs != out_chs:
-        skip.conv("0", out_chs, 1, stride).norm("1")
+        skip.conv("0", out_chs, 1, stride).norm("1", norm)
     return skip
 
 
 class ConvBlock(nn.Module):
     """x -> conv(k) -> BN -> act. A plain VGG-style layer, no shortcut."""
 
-    options = {"kernel_size": 3, "act": "relu"}
+    options = {"kernel_size": 3, "act": "relu", "norm": "batch"}
     has_residual = False
 
-    def __init__(self, in_chs, out_chs, stride=1, kernel_size=3, act="relu", drop_path=0.0):
+    def __init__(self, in_chs, out_chs, stride=1, kernel_size=3, act="relu", norm="batch", drop_path=0.0):
         super().__init__()
-        self.conv = ConvNormAct(in_chs, out_chs, kernel_size, stride, act=act)
+        self.conv = ConvNormAct(in_chs, out_chs, kernel_size, stride, norm=norm, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
     @staticmethod
-    def count(t: Tally, out_chs, stride=1, kernel_size=3, act="relu", drop_path=0.0) -> Tally:
+    def count(t: Tally, out_chs, stride=1, kernel_size=3, act="relu", norm="batch", drop_path=0.0) -> Tally:
         """The same layers as __init__, counted on paper (lib/model/counting.py)."""
-        return t.conv_norm_act("conv", out_chs, kernel_size, stride, act=act)
+        return t.conv_norm_act("conv", out_chs, kernel_size, stride, act=act, norm=norm)
 
 
 class BasicBlock(nn.Module):
     """x -> 3x3 conv -> BN -> ReLU -> 3x3 conv -> BN [-> SE] -> + shortcut(x) -> ReLU. ResNet (He et al. 2016)."""
 
-    options = {"se_ratio": 0.0, "act": "relu"}
+    options = {"se_ratio": 0.0, "act": "relu", "norm": "batch"}
     has_residual = True
 
-    def __init__(self, in_chs, out_chs, stride=1, se_ratio=0.0, act="relu", drop_path=0.0):
+    def __init__(self, in_chs, out_chs, stride=1, se_ratio=0.0, act="relu", norm="batch", drop_path=0.0):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.bn1 = make_norm(norm, out_chs)
         self.act1 = make_act(act)
         self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.bn2 = make_norm(norm, out_chs)
         self.se = make_se(out_chs, se_ratio)
         self.drop_path = DropPath(drop_path)
-        self.shortcut = shortcut(in_chs, out_chs, stride)
+        self.shortcut = shortcut(in_chs, out_chs, stride, norm)
         self.act2 = make_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,10 +168,10 @@ class BasicBlock(nn.Module):
         return self.act2(self.drop_path(out) + self.shortcut(x))
 
     @staticmethod
-    def count(t: Tally, out_chs, stride=1, se_ratio=0.0, act="relu", drop_path=0.0) -> Tally:
-        skip = count_shortcut(t, out_chs, stride)
-        t.conv("conv1", out_chs, 3, stride).norm("bn1").act("act1", act)
-        t.conv("conv2", out_chs, 3).norm("bn2").squeeze_excite("se", se_ratio)
+    def count(t: Tally, out_chs, stride=1, se_ratio=0.0, act="relu", norm="batch", drop_path=0.0) -> Tally:
+        skip = count_shortcut(t, out_chs, stride, norm)
+        t.conv("conv1", out_chs, 3, stride).norm("bn1", norm).act("act1", act)
+        t.conv("conv2", out_chs, 3).norm("bn2", norm).squeeze_excite("se", se_ratio)
         return t.join(skip).act("act2", act)
 
 
@@ -162,20 +179,20 @@ class Bottleneck(nn.Module):
     """x -> 1x1 reduce -> 3x3 (stride, groups) -> 1x1 expand [-> SE] -> + shortcut(x) -> ReLU.
     ResNet v1.5 (stride on the 3x3); groups and base_width make it ResNeXt (Xie et al. 2017)."""
 
-    options = {"expansion": 4, "groups": 1, "base_width": 64, "se_ratio": 0.0, "act": "relu"}
+    options = {"expansion": 4, "groups": 1, "base_width": 64, "se_ratio": 0.0, "act": "relu", "norm": "batch"}
     has_residual = True
 
     def __init__(self, in_chs, out_chs, stride=1, expansion=4, groups=1, base_width=64,
-                 se_ratio=0.0, act="relu", drop_path=0.0):
+                 se_ratio=0.0, act="relu", norm="batch", drop_path=0.0):
         super().__init__()
         width = bottleneck_width(out_chs, expansion, groups, base_width)
-        self.reduce = ConvNormAct(in_chs, width, 1, act=act)
-        self.spatial = ConvNormAct(width, width, 3, stride, groups=groups, act=act)
+        self.reduce = ConvNormAct(in_chs, width, 1, norm=norm, act=act)
+        self.spatial = ConvNormAct(width, width, 3, stride, groups=groups, norm=norm, act=act)
         self.expand = nn.Conv2d(width, out_chs, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_chs)
+        self.bn = make_norm(norm, out_chs)
         self.se = make_se(out_chs, se_ratio)
         self.drop_path = DropPath(drop_path)
-        self.shortcut = shortcut(in_chs, out_chs, stride)
+        self.shortcut = shortcut(in_chs, out_chs, stride, norm)
         self.act = make_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -185,11 +202,12 @@ class Bottleneck(nn.Module):
 
     @staticmethod
     def count(t: Tally, out_chs, stride=1, expansion=4, groups=1, base_width=64, se_ratio=0.0,
-              act="relu", drop_path=0.0) -> Tally:
+              act="relu", norm="batch", drop_path=0.0) -> Tally:
         width = bottleneck_width(out_chs, expansion, groups, base_width)
-        skip = count_shortcut(t, out_chs, stride)
-        t.conv_norm_act("reduce", width, 1, act=act).conv_norm_act("spatial", width, 3, stride, groups, act=act)
-        t.conv("expand", out_chs, 1).norm("bn").squeeze_excite("se", se_ratio)
+        skip = count_shortcut(t, out_chs, stride, norm)
+        t.conv_norm_act("reduce", width, 1, act=act, norm=norm)
+        t.conv_norm_act("spatial", width, 3, stride, groups, act=act, norm=norm)
+        t.conv("expand", out_chs, 1).norm("bn", norm).squeeze_excite("se", se_ratio)
         return t.join(skip).act("act", act)
 
 
@@ -204,19 +222,19 @@ class InvertedResidual(nn.Module):
     MobileNetV2 (Sandler et al. 2018): the shortcut joins the thin ends, and the
     projection has no activation (a linear bottleneck)."""
 
-    options = {"expansion": 6, "kernel_size": 3, "se_ratio": 0.0, "act": "relu6"}
+    options = {"expansion": 6, "kernel_size": 3, "se_ratio": 0.0, "act": "relu6", "norm": "batch"}
     has_residual = True
 
     def __init__(self, in_chs, out_chs, stride=1, expansion=6, kernel_size=3, se_ratio=0.0,
-                 act="relu6", drop_path=0.0):
+                 act="relu6", norm="batch", drop_path=0.0):
         super().__init__()
         hidden = int(round(in_chs * expansion))
         self.use_residual = stride == 1 and in_chs == out_chs
-        self.expand = ConvNormAct(in_chs, hidden, 1, act=act) if expansion != 1 else nn.Identity()
-        self.depthwise = ConvNormAct(hidden, hidden, kernel_size, stride, groups=hidden, act=act)
+        self.expand = ConvNormAct(in_chs, hidden, 1, norm=norm, act=act) if expansion != 1 else nn.Identity()
+        self.depthwise = ConvNormAct(hidden, hidden, kernel_size, stride, groups=hidden, norm=norm, act=act)
         self.se = make_se(hidden, se_ratio)
         self.project = nn.Conv2d(hidden, out_chs, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_chs)
+        self.bn = make_norm(norm, out_chs)
         self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,13 +244,13 @@ class InvertedResidual(nn.Module):
 
     @staticmethod
     def count(t: Tally, out_chs, stride=1, expansion=6, kernel_size=3, se_ratio=0.0, act="relu6",
-              drop_path=0.0) -> Tally:
+              norm="batch", drop_path=0.0) -> Tally:
         hidden = int(round(t.chs * expansion))
         if expansion != 1:
-            t.conv_norm_act("expand", hidden, 1, act=act)
-        t.conv_norm_act("depthwise", hidden, kernel_size, stride, groups=hidden, act=act)
+            t.conv_norm_act("expand", hidden, 1, act=act, norm=norm)
+        t.conv_norm_act("depthwise", hidden, kernel_size, stride, groups=hidden, act=act, norm=norm)
         t.squeeze_excite("se", se_ratio)
-        return t.conv("project", out_chs, 1).norm("bn")
+        return t.conv("project", out_chs, 1).norm("bn", norm)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -280,22 +298,24 @@ class DepthwiseSeparable(nn.Module):
     """x -> kxk depthwise (stride) -> BN -> ReLU [-> SE] -> 1x1 pointwise -> BN -> ReLU.
     MobileNetV1 (Howard et al. 2017): N*M + M*K^2 weights instead of N*M*K^2."""
 
-    options = {"kernel_size": 3, "se_ratio": 0.0, "act": "relu"}
+    options = {"kernel_size": 3, "se_ratio": 0.0, "act": "relu", "norm": "batch"}
     has_residual = False
 
-    def __init__(self, in_chs, out_chs, stride=1, kernel_size=3, se_ratio=0.0, act="relu", drop_path=0.0):
+    def __init__(self, in_chs, out_chs, stride=1, kernel_size=3, se_ratio=0.0, act="relu", norm="batch",
+                 drop_path=0.0):
         super().__init__()
-        self.depthwise = ConvNormAct(in_chs, in_chs, kernel_size, stride, groups=in_chs, act=act)
+        self.depthwise = ConvNormAct(in_chs, in_chs, kernel_size, stride, groups=in_chs, norm=norm, act=act)
         self.se = make_se(in_chs, se_ratio)
-        self.pointwise = ConvNormAct(in_chs, out_chs, 1, act=act)
+        self.pointwise = ConvNormAct(in_chs, out_chs, 1, norm=norm, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.se(self.depthwise(x)))
 
     @staticmethod
-    def count(t: Tally, out_chs, stride=1, kernel_size=3, se_ratio=0.0, act="relu", drop_path=0.0) -> Tally:
-        t.conv_norm_act("depthwise", t.chs, kernel_size, stride, groups=t.chs, act=act)
-        return t.squeeze_excite("se", se_ratio).conv_norm_act("pointwise", out_chs, 1, act=act)
+    def count(t: Tally, out_chs, stride=1, kernel_size=3, se_ratio=0.0, act="relu", norm="batch",
+              drop_path=0.0) -> Tally:
+        t.conv_norm_act("depthwise", t.chs, kernel_size, stride, groups=t.chs, act=act, norm=norm)
+        return t.squeeze_excite("se", se_ratio).conv_norm_act("pointwise", out_chs, 1, act=act, norm=norm)
 
 
 BLOCKS: dict[str, type[nn.Module]] = {

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+NORM_TITLES = {"batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm", "instance": "InstanceNorm"}
+
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output side of a convolution or pooling window (the usual floor formula)."""
@@ -113,9 +115,8 @@ class Tally(Totals):
         return self.norm(f"{name}.1", norm).act(f"{name}.2", act)
 
     def norm(self, name: str, kind: str = "batch") -> "Tally":
-        """BatchNorm or LayerNorm over the channels: a scale and a shift per channel."""
-        label = {"batch": "BatchNorm", "layer": "LayerNorm"}[kind]
-        return self._record(name, label, "2·C", f"2·{self.chs}", 2 * self.chs, 0)
+        """Any of the norms (lib/model/blocks.py NORMS): a learned scale and shift per channel."""
+        return self._record(name, NORM_TITLES[kind], "2·C", f"2·{self.chs}", 2 * self.chs, 0)
 
     def act(self, name: str, act: str) -> "Tally":
         if act == "none":  # nn.Identity hands its input back: nothing is written

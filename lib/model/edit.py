@@ -36,8 +36,10 @@ STAGE_OPTIONS: dict[str, Field] = {
                     help="ResNeXt cardinality: the 3x3 conv is split into this many independent groups."),
     "base_width": Field("Group width", "int", 1, 1024, 1,
                         help="ResNeXt: channels per group at base width 64 (32x4d = 32 groups of 4)."),
-    "norm": Field("Norm", "choice", choices=("layer", "batch"),
-                  help="ConvNeXt uses LayerNorm (per image); BatchNorm normalises over the batch."),
+    "norm": Field("Norm", "choice", choices=("batch", "layer", "group", "instance"),
+                  help="BatchNorm normalises each channel over the batch (the course's advice for this "
+                       "homework); LayerNorm (ConvNeXt), GroupNorm and InstanceNorm normalise each image "
+                       "alone, so they behave the same at batch size 1."),
     "se_ratio": Field("SE ratio", "float", 0.0, 1.0, 0.0625,
                       help="Squeeze-and-excitation: 0 = off; 0.0625 = 1/16 (the SE-ResNet paper), 0.25 = 1/4."),
 }
