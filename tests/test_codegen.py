@@ -30,6 +30,10 @@ MIXED = ModelSpec(
 NORMED = replace(MIXED, name="normed", stages=tuple(
     replace(stage, norm=norm) for stage, norm in zip(MIXED.stages, ("group", "instance", "layer", "group",
                                                                      "instance", "group"))))
+# Stochastic depth set per stage and DropBlock on the last two stages.
+REGULARISED = replace(MIXED, name="regularised", stages=tuple(
+    replace(stage, drop_path=0.3 if index == 1 else None, drop_block=0.1 if index >= 4 else 0.0, drop_block_size=2)
+    for index, stage in enumerate(MIXED.stages)))
 PATCHIFY = replace(PRESETS["face_convnext"], name="patchify", stages=PRESETS["face_convnext"].stages[:2])
 
 
@@ -48,8 +52,8 @@ def randomize(model: torch.nn.Module) -> None:
                 tensor.copy_(torch.rand_like(tensor) + 0.5 if "running_var" in name else torch.randn_like(tensor) * 0.2)
 
 
-@pytest.mark.parametrize("spec", [MIXED, NORMED, PATCHIFY, *(PRESETS[n] for n in FACE_PRESETS)],
-                         ids=["mixed", "normed", "patchify", *FACE_PRESETS])
+@pytest.mark.parametrize("spec", [MIXED, NORMED, REGULARISED, PATCHIFY, *(PRESETS[n] for n in FACE_PRESETS)],
+                         ids=["mixed", "normed", "regularised", "patchify", *FACE_PRESETS])
 def test_generated_model_loads_facelab_weights_and_gives_the_same_outputs(spec):
     reference = FaceNet(spec)
     randomize(reference)

@@ -87,6 +87,8 @@ def to_source(spec: ModelSpec) -> str:
     definitions = [*_library_sources_once(frozenset(used)), _FACENET_SOURCE, _build_model_source(spec, counts),
                    _MAIN_SOURCE.format(in_chs=spec.in_chs, size=spec.input_size)]
     imports = "from __future__ import annotations\n\nimport torch\nfrom torch import nn"
+    if any(stage.drop_block > 0 for stage in spec.stages):
+        imports += "\nfrom torchvision.ops import DropBlock2d"
     body = "\n\n\n".join(part.strip("\n") for part in [imports, *definitions])
     return _header(spec, counts) + "\n\n" + body + "\n"
 
@@ -180,11 +182,14 @@ def _build_model_source(spec: ModelSpec, counts) -> str:
         options = "".join(f", {name}={_py(value)}" for name, value in stage.block_options().items())
         stage_rates = [round(rate, 4) for rate in rates[start:start + stage.depth]]
         start += stage.depth
+        call = (f"make_stage({BLOCKS[stage.block].__name__}, {in_chs}, {stage.out_chs}, depth={stage.depth}, "
+                f"stride={stage.stride},\n                   drop_path_rates={stage_rates}{options})")
+        if stage.drop_block > 0:  # appended after the blocks, as FaceLab builds it (lib/model/net.py)
+            call = (f"nn.Sequential(*{call},\n                  "
+                    f"DropBlock2d({_py(stage.drop_block)}, {stage.drop_block_size}))")
         lines += [f"        # {stage_count.name}: {stage.depth} x {BLOCK_TITLES[stage.block]} -> "
                   f"{shape_text(stage_count.out_shape)}, {stage_count.params:,} params, {human(stage_count.macs)} MACs",
-                  f"        make_stage({BLOCKS[stage.block].__name__}, {in_chs}, {stage.out_chs}, depth={stage.depth}, "
-                  f"stride={stage.stride},",
-                  f"                   drop_path_rates={stage_rates}{options}),"]
+                  f"        {call},"]
     lines += ["    )", *_head_lines(spec),
               f"    return FaceNet(stem, stages, head_conv, pool_norm, embedding, classifier, "
               f"dropout={_py(spec.head.dropout)})"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from lib.model.blocks import BLOCKS
+from lib.model.net import drop_path_rates
 from lib.model.presets import FACE_PRESETS, PRESETS
 from lib.model.spec import HeadSpec, ModelSpec, StageSpec, StemSpec, stage_output_sizes
 
@@ -50,7 +51,18 @@ STAGE_FIELDS: dict[str, Field] = {
     "depth": Field("Depth", "int", 1, 64, 1, help="Number of blocks in the stage."),
     "stride": Field("Stride", "choice", choices=(1, 2), help="2 halves the height and width (in the first block)."),
     **STAGE_OPTIONS,
+    "drop_path": Field("Stochastic depth", "float", 0.0, 0.9, 0.05,
+                       help="Training only: each block's residual branch is skipped for this share of the "
+                            "images. Shown: the model's rule (0 at the first block, growing to the model's rate "
+                            "at the last); change it to set this stage's own rate."),
+    "drop_block": Field("DropBlock", "float", 0.0, 0.5, 0.05,
+                        help="Training only: zero square patches of the stage's output with this probability. "
+                             "Neighbouring pixels carry the same information, so dropping single pixels "
+                             "(dropout) hides little; dropping blocks makes the network look elsewhere."),
+    "drop_block_size": Field("DropBlock size", "int", 1, 15, 1, help="Side of each dropped square, in pixels "
+                             "of the stage's output (the DropBlock paper uses 7 on ImageNet's 14x14 and 7x7 maps)."),
 }
+REGULARISATION = ("drop_path", "drop_block", "drop_block_size")
 
 MODEL_FIELDS: dict[str, Field] = {
     "input_size": Field("Input size (pixels)", "int", 8, 1024, 8, help="Images are input_size x input_size."),
@@ -71,18 +83,31 @@ MODEL_FIELDS: dict[str, Field] = {
 def stage_fields(stage: StageSpec) -> list[str]:
     """The stage's editable fields: the common ones, then the options its block takes."""
     options = [name for name in STAGE_OPTIONS if name in BLOCKS[stage.block].options]
-    return ["block", "out_chs", "depth", "stride"] + options
+    return ["block", "out_chs", "depth", "stride"] + options + list(REGULARISATION)
 
 
 def to_fields(spec: ModelSpec) -> dict[str, Any]:
     """{"input_size": 64, "stem.out_chs": 32, "stage0.depth": 2, ...}: every value the Build page edits."""
     values = {name: _typed(MODEL_FIELDS[name], _get(spec, name)) for name in MODEL_FIELDS}
+    shown_rates = stage_drop_paths(spec)
     for index, stage in enumerate(spec.stages):
         options = stage.block_options()
         for name in stage_fields(stage):
-            value = getattr(stage, name) if name in ("block", "out_chs", "depth", "stride") else options[name]
+            value = options[name] if name in STAGE_OPTIONS else getattr(stage, name)
+            if name == "drop_path":
+                value = shown_rates[index]
             values[f"stage{index}.{name}"] = _typed(STAGE_FIELDS[name], value)
     return values
+
+
+def stage_drop_paths(spec: ModelSpec) -> list[float]:
+    """Each stage's stochastic-depth rate as the Build page shows it: its own, else the highest
+    rate the model's linear rule gives its blocks."""
+    rates, start, shown = drop_path_rates(spec), 0, []
+    for stage in spec.stages:
+        shown.append(round(max(rates[start:start + stage.depth], default=0.0), 3))
+        start += stage.depth
+    return shown
 
 
 def from_fields(spec: ModelSpec, values: Mapping[str, Any]) -> ModelSpec:
@@ -92,13 +117,17 @@ def from_fields(spec: ModelSpec, values: Mapping[str, Any]) -> ModelSpec:
     if stem.kind == "patchify":  # non-overlapping patches: the stride is the patch size
         stem = replace(stem, stride=stem.kernel_size)
     head = replace(spec.head, **_section(values, "head."))
-    stages = tuple(_stage_from_fields(stage, values, f"stage{index}.") for index, stage in enumerate(spec.stages))
+    shown_rates = stage_drop_paths(spec)
+    stages = tuple(_stage_from_fields(stage, values, f"stage{index}.", shown_rates[index])
+                   for index, stage in enumerate(spec.stages))
     return replace(spec, stem=stem, head=head, stages=stages, **top)
 
 
-def _stage_from_fields(stage: StageSpec, values: Mapping[str, Any], prefix: str) -> StageSpec:
+def _stage_from_fields(stage: StageSpec, values: Mapping[str, Any], prefix: str, shown_rate: float) -> StageSpec:
     changes = _section(values, prefix)
     changes.pop("block", None)  # changing the block goes through change_block (it resets options)
+    if "drop_path" in changes and abs(changes["drop_path"] - shown_rate) < 1e-9:
+        changes.pop("drop_path")  # the rate shown is the model's rule: leave the stage following it
     allowed = BLOCKS[stage.block].options
     return replace(stage, **{name: value for name, value in changes.items() if name in STAGE_FIELDS
                              and (name not in STAGE_OPTIONS or name in allowed)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import DropBlock2d
 
 from lib.model.blocks import BLOCKS, LayerNorm2d, make_act
 from lib.model.spec import ModelSpec, StageSpec, embedding_dim, feature_chs, stage_in_chs
@@ -29,20 +30,29 @@ def build_stem(spec: ModelSpec) -> nn.Sequential:
 
 
 def drop_path_rates(spec: ModelSpec) -> list[float]:
-    """Stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last."""
+    """Stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
+    (deeper blocks are dropped more often); a stage that sets its own ``drop_path`` uses that rate."""
     total = sum(stage.depth for stage in spec.stages)
-    if total <= 1:
-        return [0.0] * total
-    return [spec.drop_path_rate * i / (total - 1) for i in range(total)]
+    linear = [spec.drop_path_rate * i / (total - 1) for i in range(total)] if total > 1 else [0.0] * total
+    rates, start = [], 0
+    for stage in spec.stages:
+        own = stage.drop_path
+        rates += [own] * stage.depth if own is not None else linear[start:start + stage.depth]
+        start += stage.depth
+    return rates
 
 
 def build_stage(stage: StageSpec, in_chs: int, rates: list[float]) -> nn.Sequential:
+    """The stage's blocks, then DropBlock where asked: appended last, so the blocks keep their
+    names (stages.i.j) and a checkpoint loads whatever the regularisation."""
     block_cls = BLOCKS[stage.block]
     options = stage.block_options()
     blocks = []
     for index in range(stage.depth):
         blocks.append(block_cls(in_chs if index == 0 else stage.out_chs, stage.out_chs,
                                 stage.stride if index == 0 else 1, drop_path=rates[index], **options))
+    if stage.drop_block > 0:
+        blocks.append(DropBlock2d(stage.drop_block, stage.drop_block_size))
     return nn.Sequential(*blocks)
 
 

@@ -34,7 +34,10 @@ class StemSpec:
 @dataclass(frozen=True)
 class StageSpec:
     """``depth`` blocks of one type; the first has the stride and changes the width.
-    Options left as None take the block's own default (``BLOCKS[block].options``)."""
+    Options left as None take the block's own default (``BLOCKS[block].options``).
+    Regularisation per stage, in training only: ``drop_path`` is the stochastic-depth rate of
+    its blocks (None: the model's linear rule from ``drop_path_rate``); ``drop_block`` drops
+    ``drop_block_size`` x ``drop_block_size`` squares of the stage's output with that probability."""
 
     block: str = "basic"
     out_chs: int = 64
@@ -48,6 +51,9 @@ class StageSpec:
     act: str | None = None
     norm: str | None = None
     layer_scale: float | None = None
+    drop_path: float | None = None
+    drop_block: float = 0.0
+    drop_block_size: int = 3
 
     def block_options(self) -> dict:
         """The options this stage's block takes, with block defaults filled in."""
@@ -193,6 +199,10 @@ def _validate_stage(stage: StageSpec, where: str) -> None:
                              f"(it takes: {', '.join(allowed)})")
     options = stage.block_options()
     _validate_options(options, stage, where)
+    if stage.drop_path is not None:
+        _check_range(f"{where}.drop_path", stage.drop_path, 0.0, 0.9)
+    _check_range(f"{where}.drop_block", stage.drop_block, 0.0, 0.5)
+    _check_int(f"{where}.drop_block_size", stage.drop_block_size, 1, 15)
 
 
 def _validate_options(options: dict, stage: StageSpec, where: str) -> None:
