@@ -14,6 +14,7 @@ import streamlit as st
 from lib.base import config
 from lib.explore import metrics as explore_metrics
 from lib.explore import models as explore
+from lib.explore import scope as explore_scope
 from lib.store.catalog import list_checkpoints
 from lib.store.checkpoint import MODEL_FILE
 
@@ -61,14 +62,21 @@ def pair_folds(root: str) -> np.ndarray | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
+def scope(folder: str, modified: float, label: str, root: str) -> explore_scope.Scope:
+    """How the checkpoint relates to the data set: trained on it, its classes, the pairs' people."""
+    return explore_scope.model_scope(load(folder, modified, label), root, images(root, "verification").paths)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
 def summary(folder: str, modified: float, label: str, root: str, kind: str) -> tuple[dict, tuple]:
     """(metrics row, (scores, labels, pairs)) of one checkpoint on one data set."""
     model = load(folder, modified, label)
     pairs, pair_labels = pair_data(root)
     view = explore_metrics.verification_view(embeddings(folder, modified, label, root, "verification"),
                                              pairs, pair_labels, pair_folds(root))
-    dev = images(root, "dev")
-    top1 = explore_metrics.dev_top1(model, dev, embeddings(folder, modified, label, root, "dev"))
+    top1 = None  # closed-set numbers only where the checkpoint's classes are this data set's identities
+    if scope(folder, modified, label, root).closed_set:
+        top1 = explore_metrics.dev_top1(model, images(root, "dev"), embeddings(folder, modified, label, root, "dev"))
     chosen = images(root, kind)
     angle = explore_metrics.angles(embeddings(folder, modified, label, root, kind), chosen.labels)
     row = explore_metrics.metrics_row(view, top1, angle)

@@ -6,6 +6,7 @@ import streamlit as st
 
 from lib.eval import saliency
 from lib.explore import saliency as explore_saliency
+from lib.explore import scope as explore_scope
 from lib.ui.explore_figures import markdown_name, pretty
 from lib.ui.text import as_plain_markdown
 from views import explore_state as state
@@ -22,13 +23,18 @@ if not options:
 top = st.columns([3, 2])
 chosen = top[0].multiselect("Checkpoints (1 to 4)", list(options), state.default_selection(options),
                             max_selections=4, key="saliency.checkpoints")
-mode = top[1].radio("Explain", ["a class score (one face)", "a pair's similarity (verification)"],
-                    key="saliency.mode")
+MODES = ["a class score (one face)", "a pair's similarity (verification)"]
+root = str(data_root())
+has_dev = "dev" in explore_scope.image_kinds(root)
+if not has_dev:  # a verification-only data set: no face has a class, only pairs can be explained
+    st.session_state["saliency.mode"] = MODES[1]
+mode = top[1].radio("Explain", MODES, key="saliency.mode", disabled=not has_dev)
+if not has_dev:
+    top[1].caption(f"Class scores cannot be explained here: {explore_scope.NO_DEV_REASON}. Pairs can.")
 pair_mode = mode.startswith("a pair")
 if not chosen:
     show_error("No checkpoint chosen.", "Pick one to four checkpoints above.")
     st.stop()
-root = str(data_root())
 try:
     models = [state.open_model(options[label], label) for label in chosen]
     if pair_mode:

@@ -14,7 +14,8 @@ from lib.data.report import DataReport, check_dataset
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("root", help="data set folder in the HW2P2 layout (cls_data/, ver_data/, val_pairs.txt)")
+    parser.add_argument("root", help="data set folder in the HW2P2 layout (cls_data/, ver_data/, val_pairs.txt), "
+                                     "or verification only (ver_data/, val_pairs.txt)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -23,13 +24,18 @@ def format_report(report: DataReport) -> str:
     spread = f"   per identity: min {per['min']}, median {per['median']:g}, max {per['max']}" if per else ""
     sizes = ", ".join(f"{size}: {count:,}" for size, count in sorted(report.image_sizes.items())) or "none"
     test = "none" if report.test_pairs is None else f"{report.test_pairs:,} (unlabeled)"
-    lines = [
-        f"Data set: {report.root}",
-        f"  identities          {report.classes:>7,}",
-        f"  train images        {report.train_images:>7,}{spread}",
-        f"  dev images          {report.dev_images:>7,}",
+    lines = [f"Data set: {report.root}", f"  layout              {report.layout}"]
+    if not report.verification_only:
+        lines += [
+            f"  identities          {report.classes:>7,}",
+            f"  train images        {report.train_images:>7,}{spread}",
+            f"  dev images          {report.dev_images:>7,}",
+        ]
+    lines += [
         f"  verification images {report.ver_images:>7,}",
         f"  val pairs           {report.pairs:>7,}   {report.same_pairs:,} same, {report.different_pairs:,} different",
+        f"  pair folds          {report.folds or 'none':>7}   "
+        + ("(the file's fold column: the k-fold accuracy uses them)" if report.folds else "(10 interleaved folds)"),
         f"  test pairs          {test:>7}",
         f"  image sizes         {sizes}",
     ]

@@ -1,4 +1,6 @@
-"""The data check: counts, sizes and every problem of a data set in the HW2P2 layout.
+"""The data check: counts, sizes and every problem of a data set, in the HW2P2 layout or
+verification only (``ver_data/`` and ``val_pairs.txt`` without ``cls_data/``: no classification
+splits to check, which is said, not counted as a problem).
 
 Built on lib/data/datasets.py's loaders, so the check sees exactly what training will
 see: a corrupt image the check lists is the one the loader skips, and so is a refused one
@@ -16,22 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.base import config
-from lib.data.datasets import (
-    SPLITS,
-    ImageRefused,
-    NotAnImage,
-    load_image,
-    load_pairs,
-    load_split,
-    outside_reason,
-    scan_images,
-)
+from lib.data.datasets import SPLITS, VERIFICATION_ONLY, load_split
+from lib.data.images import ImageRefused, NotAnImage, is_verification_only, load_image, outside_reason, scan_images
+from lib.data.pairs import load_pairs
 
 PAIRS_FILES = ("val_pairs.txt", "test_pairs.txt")
 LISTED = 5  # how many names a summary message spells out before "... and N more"
 _LOCK = threading.Lock()
 _REPORTS: dict[tuple, DataReport] = {}
-
 
 
 @dataclass
@@ -40,6 +34,8 @@ class DataReport:
     data set unusable for training and verification (``usable`` is False when there is any)."""
 
     root: str
+    verification_only: bool = False  # ver_data/ and pairs without cls_data/: nothing to train on
+    layout: str = "HW2P2 (classification and verification)"
     classes: int = 0
     train_images: int = 0
     dev_images: int = 0
@@ -47,6 +43,7 @@ class DataReport:
     pairs: int = 0
     same_pairs: int = 0
     different_pairs: int = 0
+    folds: int = 0  # folds named by val_pairs.txt's fold column (LFW's View 2 has 10); 0: no fold column
     test_pairs: int | None = None  # None: no test_pairs.txt
     images_per_class: dict[str, float] = field(default_factory=dict)  # min / median / max over train identities
     train_counts: dict[str, int] = field(default_factory=dict)  # identity -> train images
@@ -192,6 +189,7 @@ def _check_folds(name: str, pairs, report: DataReport) -> None:
     if pairs.folds is None:
         return
     folds = sorted(set(pairs.folds[pairs.labels >= 0].tolist()))
+    report.folds = len(folds)
     if len(folds) < 2:
         _problem(report, f"{name}: the fold column names {len(folds)} fold ({', '.join(map(str, folds))}); "
                          f"k-fold accuracy needs at least 2, so it is not measured")
@@ -241,8 +239,11 @@ def _build(root: Path) -> DataReport:
     if not root.is_dir():
         _problem(report, f"{root}: folder not found", fatal=True)
         return report
-    for split in SPLITS:
-        _check_split(root, split, report)
+    if is_verification_only(root):
+        report.verification_only, report.layout = True, VERIFICATION_ONLY
+    else:
+        for split in SPLITS:
+            _check_split(root, split, report)
     _check_ver_folder(root, report)
     for name in PAIRS_FILES:
         _check_pairs(root, name, report)
