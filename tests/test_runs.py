@@ -38,6 +38,13 @@ def test_headline_and_warnings():
     assert runs.headline(rows) == [("dev top-1", "0.300", "+0.100"), ("verification AUC", "0.750", "+0.050"),
                                    ("EER", "0.300", "-0.050"), ("training accuracy", "0.400", "")]
     assert runs.run_warnings(rows) == ["stuck"] and runs.headline([]) == []
+
+
+def test_a_warning_repeated_each_epoch_is_listed_once_with_its_epochs():
+    rows = [{"epoch": e, "warning": f"epoch {e}: the embeddings collapsed: spread {0.01 * e:.2g}"} for e in (1, 2, 3)]
+    rows[1]["warning"] += "\n\narcface: training accuracy 0.004 is still near chance"
+    assert runs.run_warnings(rows) == ["arcface: training accuracy 0.004 is still near chance",
+                                       "epochs 1-3 (numbers of epoch 3): the embeddings collapsed: spread 0.03"]
     same = [{"epoch": 1, "eer": 0.3001}, {"epoch": 2, "eer": 0.3003}]  # rounds to no change: no arrow
     assert runs.headline(same) == [("EER", "0.300", "")]
 
@@ -108,7 +115,7 @@ def test_a_recipe_sets_loss_parameters_typed_and_the_checkpoint_it_fine_tunes(tm
     assert state["train.lp.m"] == 4 and isinstance(state["train.lp.m"], int)
     assert isinstance(state["train.warmup_epochs"], float) and "train.lp.margin_rad" not in state
     state, note = train_form.recipe_state(recipe, found[:1])
-    assert state["train.scheme"] == "joint" and "not here yet" in note
+    assert state["train.scheme"] == "scratch" and "not here yet" in note
 
 
 def test_run_curves_leave_room_between_rows_and_count_whole_epochs():
