@@ -16,7 +16,10 @@ COMMANDS = {
     "export-code": ("lib.commands.export_code", "standalone PyTorch source for a preset or spec JSON"),
     "data-check": ("lib.commands.data_check", "check a data set in the HW2P2 layout"),
     "train": ("lib.commands.train", "run one training job from a run JSON"),
-    "evaluate": ("lib.commands.evaluate", "dev accuracy and verification metrics of a checkpoint"),
+    "evaluate": ("lib.commands.evaluate", "dev accuracy and verification metrics of a checkpoint (or a model file)"),
+    "inspect": ("lib.commands.inspect", "open a HW2P2 model made outside FaceLab (.pth, .safetensors, .onnx)"),
+    "submit": ("lib.commands.submit", "the competition's submission CSV of a checkpoint (test pairs or test images)"),
+    "retrieval": ("lib.commands.retrieval", "gallery and probes: rank-1 identification and open-set rejection"),
     "scheduler": ("lib.commands.scheduler", "start queued jobs and reap finished ones (make run starts it)"),
 }
 
