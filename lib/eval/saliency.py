@@ -15,6 +15,7 @@ and Occlusion. Work is batched with Captum's internal batch sizes, so IG on a
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Sequence
@@ -26,8 +27,12 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Noi
 from torch import nn
 
 from lib.base.threads import one_thread
+from lib.model.limits import batch_size_within, usage_of
 from lib.model.net import FaceNet
 from lib.model.spec import stage_output_sizes
+
+# Captum's internal batch (interpolation steps, noisy copies, occlusion windows per pass) when it fits.
+ATTRIBUTION_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -128,11 +133,20 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
-def stage_choices(model: FaceNet) -> list[tuple[str, int]]:
-    """(label, index) of every stage GradCAM can look at, e.g. ("stage 3: 128 ch, 8x8", 2)."""
-    sizes = stage_output_sizes(model.spec)[1:]  # the first entry is the stem's output
-    return [(f"stage {index + 1}: {stage.out_chs} ch, {size}x{size}", index)
-            for index, (stage, size) in enumerate(zip(model.spec.stages, sizes))]
+def stage_choices(model: FaceNet, image_size: int | None = None) -> list[tuple[str, int]]:
+    """(label, index) of every stage GradCAM can look at, e.g. ("stage 3: 128 ch, 14x14", 2) for
+    112 px images. The network runs at any image size, so the map sizes are those of ``image_size``
+    (the images being explained), not of the size the spec was built for; without it the label
+    gives the stage's downsampling, true at any size ("stage 3: 128 ch, 1/8 of the image side")."""
+    if image_size:
+        sizes = stage_output_sizes(dataclasses.replace(model.spec, input_size=int(image_size)))[1:]
+        where = [f"{size}x{size}" for size in sizes]
+    else:
+        sizes = stage_output_sizes(model.spec)[1:]  # the first entry is the stem's output
+        factors = [model.spec.input_size / max(size, 1) for size in sizes]
+        where = ["the image's own size" if factor == 1 else f"1/{factor:g} of the image side" for factor in factors]
+    return [(f"stage {index + 1}: {stage.out_chs} ch, {text}", index)
+            for index, (stage, text) in enumerate(zip(model.spec.stages, where))]
 
 
 def _check(method: str, stage: int | None, model: FaceNet) -> None:
@@ -142,10 +156,16 @@ def _check(method: str, stage: int | None, model: FaceNet) -> None:
         raise ValueError(f"stage: {stage} is out of range; the model has {len(model.stages)} stages (0-based)")
 
 
+def attribution_batch(model: nn.Module, pixels: torch.Tensor, wanted: int = ATTRIBUTION_BATCH) -> int:
+    """Inputs per forward/backward pass of Captum: ``wanted``, fewer when their activations would pass
+    this host's limit (lib.model.limits), at least 1."""
+    return batch_size_within(usage_of(model, tuple(pixels.shape[1:])), cap=max(1, wanted))
+
+
 def _attribute(forward: PixelClassifier, pixels: torch.Tensor, method: str, target, stage: int | None,
                options: dict) -> torch.Tensor:
     """Raw Captum attribution with the input's shape [N,C,H,W] (GradCAM: [N,1,H,W])."""
-    batch = int(options.get("internal_batch_size", 64))
+    batch = attribution_batch(forward.model, pixels, int(options.get("internal_batch_size", ATTRIBUTION_BATCH)))
     baseline = forward.mean.expand_as(pixels).contiguous()  # the mean color: zero after normalization
     if method == "saliency":
         return Saliency(forward).attribute(pixels, target=target, abs=True)

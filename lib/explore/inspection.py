@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lib.explore.models import ExploreModel, margin_class_weights, normalization
+from lib.model.limits import check_explorable
 from lib.model.net import count_params
 from lib.model.spec import ModelSpec, embedding_dim, stage_output_sizes
 from lib.store.checkpoint import LOSS_FILE, MODEL_FILE
@@ -17,7 +18,10 @@ from lib.store.upload import UploadedCheckpoint
 
 
 def from_upload(uploaded: UploadedCheckpoint, label: str) -> ExploreModel:
-    """An uploaded checkpoint as an ExploreModel (no folder on disk: it lives in memory)."""
+    """An uploaded checkpoint as an ExploreModel (no folder on disk: it lives in memory). ResourceRefused
+    for a model over this host's limits (lib.store.upload refuses such a file already; this holds for
+    an UploadedCheckpoint made any other way too)."""
+    check_explorable(uploaded.spec)
     mean, std = normalization(uploaded.meta)
     return ExploreModel(label, Path(label), uploaded.model, uploaded.meta, mean, std,
                         margin_class_weights(uploaded.meta, uploaded.loss_state), uploaded.fingerprint)

@@ -29,14 +29,14 @@ from lib.base.threads import one_thread
 from lib.jobs.queue import job_users
 from lib.losses.margins import MarginHead
 from lib.losses.registry import LOSSES
+from lib.model.limits import batch_size_within, check_explorable, usage_of
 from lib.model.net import FaceNet
 from lib.store.checkpoint import MODEL_FILE, load_checkpoint
-from lib.store.meta import CheckpointMeta
+from lib.store.meta import CheckpointMeta, read_meta
 from lib.store.run_folder import RunFolder
 
 CACHE_ENV = "FACELAB_CACHE_DIR"
 DEMO_NAMES = ("demo-ce", "demo-arcface", "demo-cosface", "demo-sphereface")
-EMBED_BATCH = 128
 _MEMORY: OrderedDict[str, np.ndarray] = OrderedDict()
 _MEMORY_LOCK = threading.Lock()
 _MEMORY_ENTRIES = 48
@@ -98,8 +98,11 @@ def file_fingerprint(path: Path) -> str:
 
 def open_model(folder, label: str | None = None) -> ExploreModel:
     """Load a checkpoint folder for exploring; ValueError (from lib.store.checkpoint) if it is unusable,
-    weights holding NaN or inf included: the pages show its message instead of a traceback."""
+    weights holding NaN or inf included, and ResourceRefused (lib.model.limits) for a model too big for
+    this host's limits, checked on paper before anything is built: the pages show the message instead
+    of a traceback."""
     folder = Path(folder)
+    check_explorable(read_meta(folder).spec)
     loaded = load_checkpoint(folder)
     mean, std = normalization(loaded.meta)
     return ExploreModel(label or folder.name, folder, loaded.model, loaded.meta, mean, std,
@@ -191,17 +194,19 @@ def images_fingerprint(images: torch.Tensor) -> str:
 
 def raw_embeddings(model: FaceNet, images: torch.Tensor, mean, std,
                    progress: Callable[[float], None] | None = None) -> np.ndarray:
-    """Unnormalized embeddings [N, D] (eval mode, no gradients), reporting progress in [0, 1]."""
+    """Unnormalized embeddings [N, D] (eval mode, no gradients), reporting progress in [0, 1], in the
+    largest batches whose activations fit this host's limit (lib.model.limits)."""
+    batch_size = batch_size_within(usage_of(model, tuple(images.shape[1:])))
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     model.eval()
     chunks = []
     with torch.inference_mode(), one_thread():
-        for start in range(0, len(images), EMBED_BATCH):
-            batch = (images[start:start + EMBED_BATCH].float() / 255.0 - mean_t) / std_t
+        for start in range(0, len(images), batch_size):
+            batch = (images[start:start + batch_size].float() / 255.0 - mean_t) / std_t
             chunks.append(model.embed(batch).float().numpy())
             if progress:
-                progress(min(1.0, (start + EMBED_BATCH) / len(images)))
+                progress(min(1.0, (start + batch_size) / len(images)))
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 

@@ -12,6 +12,8 @@ What is refused, and why:
   anyway: members are read into memory);
 - damaged zips (a bad checksum, cut-off or corrupt data), encrypted members and
   compression methods Python cannot read: a ValueError says which, never zipfile's own error;
+- a model over this host's activation memory or MACs limit (lib.model.limits), checked on
+  paper before the model is built: it could not be explored here anyway;
 - weights whose names or shapes do not fit the spec in meta.json
   (lib.store.checkpoint.load_weights_checked, which also accepts the ``module.``
   prefix of weights saved from nn.DataParallel).
@@ -33,6 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
+from lib.model.limits import check_explorable
 from lib.model.net import FaceNet, count_params
 from lib.model.spec import ModelSpec
 from lib.store.checkpoint import LOSS_FILE, MODEL_FILE, load_weights_checked
@@ -126,6 +129,7 @@ def checkpoint_from_files(files: dict[str, bytes], metrics_text: str | None = No
     spec = meta.spec
     weights = read_safetensors(MODEL_FILE, files[MODEL_FILE])
     _check_budget(spec, weights)
+    check_explorable(spec)
     notes = []
     if any(key.startswith("module.") for key in weights):
         notes.append("the weights were saved from nn.DataParallel: their 'module.' prefix was removed")
