@@ -261,6 +261,17 @@ def test_embeddings_in_tiny_batches_equal_those_in_one_big_batch(monkeypatch):
     np.testing.assert_allclose(tiny, big, rtol=1e-5, atol=1e-5)
 
 
+def test_evaluation_during_training_sizes_its_batches_to_the_limit(monkeypatch):
+    from lib.train.evaluation import eval_batch
+
+    spec = small_spec()
+    model = FaceNet(spec).eval()
+    images, _ = face_images(10)
+    assert eval_batch(model, images) == 256
+    monkeypatch.setenv(LIMIT_ENV, str(3 * profile(spec).activation_bytes))
+    assert eval_batch(model, images) == 3
+
+
 # ----------------------------------------------------------------------------- the Inspect page
 
 def test_the_inspect_page_shows_the_refusal_as_a_message(wide_checkpoint, tmp_path, monkeypatch):

@@ -25,8 +25,8 @@ from lib.data.datasets import VERIFICATION_ONLY, PairSet, has_classification, li
 from lib.eval.metrics import cosine_spread, embed, pair_scores, topk_accuracy, verification_metrics
 from lib.explore.models import ExploreModel, class_scores, identity_of, open_model, raw_embeddings
 from lib.store.meta import CheckpointMeta, read_meta
+from lib.train.evaluation import eval_batch
 
-EVAL_BATCH = 256
 NO_DEV_REASON = (f"this data set is {VERIFICATION_ONLY} (no cls_data/dev), so only its verification "
                  "images can be shown")
 
@@ -168,7 +168,8 @@ class DataSetReport:
 
 
 def _pair_metrics(model: ExploreModel, pairs: PairSet, flip: bool, device: str) -> dict:
-    embeddings = embed(model.model.to(device), pairs.images, model.mean, model.std, EVAL_BATCH, flip, device)
+    batch = eval_batch(model.model, pairs.images)
+    embeddings = embed(model.model.to(device), pairs.images, model.mean, model.std, batch, flip, device)
     bad = int((~torch.isfinite(embeddings).all(dim=1)).sum())
     if bad:
         raise ValueError(f"the embeddings of {bad} of {len(embeddings)} verification images are NaN or infinite")

@@ -19,11 +19,17 @@ from torch import nn
 from lib.base.config import PROJECT_ROOT
 from lib.eval.metrics import cosine_spread, embed, pair_scores, topk_accuracy, verification_metrics
 from lib.losses.registry import LOSSES, build_loss
+from lib.model.limits import batch_size_within, usage_of
 from lib.model.spec import embedding_dim
 from lib.store.meta import CheckpointMeta
 from lib.train.batches import Normalizer, TrainData, load_train_data
 
-EVAL_BATCH = 256
+
+
+def eval_batch(model: nn.Module, images: torch.Tensor) -> int:
+    """The largest evaluation batch (up to 256) whose activations fit the host's limit
+    (lib/model/limits.py): a model with wide early layers is evaluated a few images at a time."""
+    return batch_size_within(usage_of(model, tuple(images.shape[1:])))
 
 
 class NonFiniteEmbeddings(ValueError):
@@ -44,10 +50,11 @@ def dev_logits(model: nn.Module, loss_module: nn.Module, data: TrainData, device
     model.eval()
     loss_module.eval()
     outputs = []
+    batch = eval_batch(model, data.dev.images)
     try:
-        for start in range(0, len(data.dev), EVAL_BATCH):
-            images = data.dev.images[start:start + EVAL_BATCH]
-            labels = data.dev.labels[start:start + EVAL_BATCH].to(device)
+        for start in range(0, len(data.dev), batch):
+            images = data.dev.images[start:start + batch]
+            labels = data.dev.labels[start:start + batch].to(device)
             x = normalize(images).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -64,7 +71,8 @@ def evaluate_model(model: nn.Module, loss_module: nn.Module, data: TrainData, de
     """{"dev_top1", "dev_top5", "auc", "eer", "tpr_at_fpr_1e-2", ..., "cosine_spread"} (plain floats)
     and "eval_s"; NonFiniteEmbeddings when the model embeds a verification image as NaN or inf."""
     started = time.perf_counter()
-    embeddings = embed(model, data.pairs.images, data.mean, data.std, EVAL_BATCH, flip, device)
+    embeddings = embed(model, data.pairs.images, data.mean, data.std, eval_batch(model, data.pairs.images), flip,
+                       device)
     bad = int((~torch.isfinite(embeddings).all(dim=1)).sum())
     if bad:
         raise NonFiniteEmbeddings(bad, len(embeddings))
