@@ -31,6 +31,7 @@ def test_page_shows_the_three_parts_and_the_lessons(app):
 
 
 def test_margin_zones_follow_the_sliders(app):
+    app.select_slider(key="margins.sphere_lambda").set_value(0.0).run()  # the pure m = 4 margin, no blending
     zones = _zones(app)
     assert zones["softmax"] == pytest.approx(0.0, abs=0.3)
     assert zones["sphereface"] == pytest.approx(geo.expected_zone_deg("sphereface", 4, 90), abs=0.6)

@@ -12,11 +12,13 @@ import numpy as np
 import streamlit as st
 
 from lib.base import config
+from lib.explore import foreign
 from lib.explore import metrics as explore_metrics
 from lib.explore import models as explore
 from lib.explore import scope as explore_scope
 from lib.store.catalog import list_checkpoints
 from lib.store.checkpoint import MODEL_FILE
+from lib.ui.build_view import dataset_image_size
 
 
 def mtime(folder: str) -> float:
@@ -24,14 +26,35 @@ def mtime(folder: str) -> float:
     return path.stat().st_mtime if path.is_file() else 0.0
 
 
+UPLOADS = "explore.uploads"  # label -> key of the models this session uploaded on Inspect
+
+
 @st.cache_resource(show_spinner=False, max_entries=12)
-def load(folder: str, modified: float, label: str) -> explore.ExploreModel:
+def _load_folder(folder: str, modified: float, label: str) -> explore.ExploreModel:
     """``modified`` is part of the key: a checkpoint rewritten in place is loaded again."""
     return explore.open_model(folder, label)
 
 
+def load(folder: str, modified: float, label: str) -> explore.ExploreModel:
+    """A checkpoint folder, or a model this session uploaded (kept in memory by lib.explore.foreign)."""
+    if foreign.is_upload(folder):
+        return foreign.recall_upload(folder)
+    return _load_folder(folder, modified, label)
+
+
+def add_upload(model: explore.ExploreModel) -> None:
+    """Offer an uploaded model in every Explore page's checkpoint picker, for this session."""
+    st.session_state.setdefault(UPLOADS, {})[model.label] = foreign.remember_upload(model)
+
+
 def open_model(folder: str, label: str) -> explore.ExploreModel:
     return load(folder, mtime(folder), label)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def image_side(root: str) -> int:
+    """The side of the data set's images (one image header; 0 when none can be read)."""
+    return dataset_image_size(root)
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
@@ -84,8 +107,9 @@ def summary(folder: str, modified: float, label: str, root: str, kind: str) -> t
 
 
 def checkpoint_options() -> dict[str, str]:
-    """Short label -> folder of every checkpoint FaceLab knows (demos first, then runs)."""
-    return explore.short_labels(list_checkpoints(), config.runs_dir())
+    """Short label -> folder of every checkpoint FaceLab knows (demos first, then runs), then the
+    models this session uploaded."""
+    return {**explore.short_labels(list_checkpoints(), config.runs_dir()), **st.session_state.get(UPLOADS, {})}
 
 
 def default_selection(options: dict[str, str]) -> list[str]:

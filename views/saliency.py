@@ -45,7 +45,8 @@ try:
 except ValueError as err:
     show_error(f"This checkpoint or data set cannot be used: {as_plain_markdown(str(err))}", "Pick another one.")
     st.stop()
-stages = [name for name, _ in saliency.stage_choices(models[0].model)][::-1]  # counted from the last
+side = (pairs if pair_mode else dev).images.shape[-1]
+stages = [name for name, _ in saliency.stage_choices(models[0].model, side)][::-1]  # counted from the last
 row = st.columns(4)
 method = row[0].selectbox("Method", list(saliency.METHODS), index=list(saliency.METHODS).index("gradcam"),
                           key="saliency.method",

@@ -15,7 +15,6 @@ and Occlusion. Work is batched with Captum's internal batch sizes, so IG on a
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Sequence
@@ -29,7 +28,9 @@ from torch import nn
 from lib.base.threads import one_thread
 from lib.model.limits import batch_size_within, usage_of
 from lib.model.net import FaceNet
-from lib.model.spec import stage_output_sizes
+from lib.model.spec import ModelSpec, stage_output_sizes
+
+DEFAULT_SIZE = 112  # the course's image side, for a model made elsewhere asked without one
 
 # Captum's internal batch (interpolation steps, noisy copies, occlusion windows per pass) when it fits.
 ATTRIBUTION_BATCH = 64
@@ -133,27 +134,36 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
-def stage_choices(model: FaceNet, image_size: int | None = None) -> list[tuple[str, int]]:
+def stage_choices(model: nn.Module, image_size: int | None = None) -> list[tuple[str, int]]:
     """(label, index) of every stage GradCAM can look at, e.g. ("stage 3: 128 ch, 14x14", 2) for
     112 px images. The network runs at any image size, so the map sizes are those of ``image_size``
-    (the images being explained), not of the size the spec was built for; without it the label
-    gives the stage's downsampling, true at any size ("stage 3: 128 ch, 1/8 of the image side")."""
-    if image_size:
-        sizes = stage_output_sizes(dataclasses.replace(model.spec, input_size=int(image_size)))[1:]
-        where = [f"{size}x{size}" for size in sizes]
-    else:
+    (the images being explained), not of the size the model was built for; without it a FaceLab
+    model's label gives the stage's downsampling, true at any size ("stage 3: 128 ch, 1/8 of the
+    image side"). A model made elsewhere offers its top-level blocks that output feature maps."""
+    if image_size is None and isinstance(getattr(model, "spec", None), ModelSpec):
         sizes = stage_output_sizes(model.spec)[1:]  # the first entry is the stem's output
         factors = [model.spec.input_size / max(size, 1) for size in sizes]
         where = ["the image's own size" if factor == 1 else f"1/{factor:g} of the image side" for factor in factors]
-    return [(f"stage {index + 1}: {stage.out_chs} ch, {text}", index)
-            for index, (stage, text) in enumerate(zip(model.spec.stages, where))]
+        return [(f"stage {index + 1}: {stage.out_chs} ch, {text}", index)
+                for index, (stage, text) in enumerate(zip(model.spec.stages, where))]
+    size = int(image_size or getattr(getattr(model, "spec", None), "input_size", 0) or DEFAULT_SIZE)
+    return [(f"{name}: {shape[0]} ch, {shape[1]}x{shape[2]}", index)
+            for index, (name, _, shape) in enumerate(model.spatial_blocks(size))]
 
 
-def _check(method: str, stage: int | None, model: FaceNet) -> None:
+def stage_modules(model: nn.Module, image_size: int) -> list[nn.Module]:
+    """The modules GradCAM can hook, in order (FaceLab: the stages)."""
+    return [module for _, module, _ in model.spatial_blocks(int(image_size))]
+
+
+def _check(method: str, stage: int | None, model: nn.Module, image_size: int) -> None:
     if method not in METHODS:
         raise ValueError(f"method: unknown saliency method {method!r}; choose one of {sorted(METHODS)}")
-    if METHODS[method].uses_stage and stage is not None and not 0 <= stage < len(model.stages):
-        raise ValueError(f"stage: {stage} is out of range; the model has {len(model.stages)} stages (0-based)")
+    count = len(stage_modules(model, image_size)) if METHODS[method].uses_stage else 0
+    if METHODS[method].uses_stage and stage is not None and not 0 <= stage < count:
+        raise ValueError(f"stage: {stage} is out of range; the model has {count} stages (0-based)")
+    if METHODS[method].uses_stage and count == 0:
+        raise ValueError("gradcam: the model has no block that outputs a feature map; choose another method")
 
 
 def attribution_batch(model: nn.Module, pixels: torch.Tensor, wanted: int = ATTRIBUTION_BATCH) -> int:
@@ -179,7 +189,8 @@ def _attribute(forward: PixelClassifier, pixels: torch.Tensor, method: str, targ
             pixels, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=min(samples, batch),
             stdevs=float(options.get("noise", 0.15)), target=target, abs=True)
     if method == "gradcam":
-        layer = forward.model.stages[len(forward.model.stages) - 1 if stage is None else stage]
+        stages = stage_modules(forward.model, pixels.shape[-1])
+        layer = stages[len(stages) - 1 if stage is None else stage]
         # Signed: the display keeps the positive part, and a map that is all negative
         # (no evidence for the score at this stage) stays visible as such in the numbers.
         cam = LayerGradCam(forward, layer).attribute(pixels, target=target, relu_attributions=False)
@@ -213,12 +224,12 @@ def explain_class(model: FaceNet, images: torch.Tensor, mean, std, method: str,
     options: n_steps (IG), nt_samples and noise (SmoothGrad), window and stride (Occlusion),
     internal_batch_size.
     """
-    _check(method, stage, model)
     pixels = to_pixels(images)
+    _check(method, stage, model, pixels.shape[-1])
     target_list = [int(targets)] * len(pixels) if isinstance(targets, (int, np.integer)) else [int(t) for t in targets]
     if len(target_list) != len(pixels):
         raise ValueError(f"targets: {len(target_list)} targets for {len(pixels)} images")
-    num_classes = model.spec.num_classes
+    num_classes = model.num_classes
     bad = [t for t in target_list if not 0 <= t < num_classes]
     if bad:
         raise ValueError(f"targets: class {bad[0]} is out of range; the model has {num_classes} classes")
@@ -234,8 +245,8 @@ def explain_pair(model: FaceNet, image_a: torch.Tensor, image_b: torch.Tensor, m
 
     Returns (attribution of A, attribution of B, cosine similarity).
     """
-    _check(method, stage, model)
     pixels_a, pixels_b = to_pixels(image_a)[:1], to_pixels(image_b)[:1]
+    _check(method, stage, model, pixels_a.shape[-1])
     base = PixelClassifier(model, mean, std).eval()
     with torch.no_grad():
         embed_a = model.embed(base.normalized(pixels_a))

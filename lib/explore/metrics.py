@@ -10,15 +10,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lib.eval.confidence import min_impostor_pairs
 from lib.eval.metrics import (
+    FPR_TARGETS,
     VerificationResult,
     cosine_spread,
     geometry,
     is_collapsed,
     topk_accuracy,
+    tpr_key,
     verification_metrics,
 )
 from lib.explore.models import ExploreModel, ImageChoice, class_scores, unit
+from lib.explore.scope import Scope
 
 
 @dataclass
@@ -39,13 +43,17 @@ def verification_view(raw: np.ndarray, pairs: np.ndarray, labels: np.ndarray,
     folds = None if folds is None else np.asarray(folds)[keep]
     embeddings = unit(raw)
     scores = np.sum(embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]], axis=1)
-    return VerificationView(scores, labels, pairs, verification_metrics(scores, labels, folds))
+    return VerificationView(scores, labels, pairs, verification_metrics(scores, labels, folds, True))
 
 
-def dev_top1(explore_model: ExploreModel, choice: ImageChoice, raw: np.ndarray) -> float | None:
+def dev_top1(explore_model: ExploreModel, choice: ImageChoice, raw: np.ndarray,
+             scope: Scope | None = None) -> float | None:
     """Top-1 identification accuracy on dev images whose identity the model was trained on
-    (by name, so a model trained on a subset of the identities is scored on those); None if none."""
-    classes = explore_model.classes or (choice.names if explore_model.model.spec.num_classes == len(choice.names)
+    (by name, so a model trained on a subset of the identities is scored on those); None if none,
+    and None when ``scope`` says the checkpoint's classes are not this data set's identities."""
+    if scope is not None and not scope.closed_set:
+        return None
+    classes = explore_model.classes or (choice.names if explore_model.num_classes == len(choice.names)
                                         else [])
     index = {name: i for i, name in enumerate(classes)}
     keep = [i for i, label in enumerate(choice.labels) if choice.names[label] in index]
@@ -64,7 +72,9 @@ def angles(raw: np.ndarray, labels: np.ndarray) -> dict:
 
 
 ROWS = (
-    ("ROC AUC", "auc", "{:.4f}"), ("EER", "eer", "{:.2%}"), ("EER threshold (cosine)", "eer_threshold", "{:.3f}"),
+    ("ROC AUC", "auc", "{:.4f}"), ("ROC AUC, 95% interval (bootstrap)", "auc_ci", "{}"),
+    ("EER", "eer", "{:.2%}"), ("EER, 95% interval (bootstrap)", "eer_ci", "{}"),
+    ("pairs (same / different)", "pair_counts", "{}"), ("EER threshold (cosine)", "eer_threshold", "{:.3f}"),
     ("TPR @ FPR = 1e-1", "tpr_at_fpr_1e-1", "{:.2%}"), ("TPR @ FPR = 1e-2", "tpr_at_fpr_1e-2", "{:.2%}"),
     ("TPR @ FPR = 1e-3", "tpr_at_fpr_1e-3", "{:.2%}"), ("k-fold accuracy (mean ± std)", "kfold", "{}"),
     ("folds of the k-fold accuracy", "kfold_folds", "{}"),
@@ -82,8 +92,23 @@ def metrics_row(view: VerificationView, top1: float | None, angle: dict) -> dict
     values["kfold_folds"] = folds or None
     values["dev_top1"] = top1
     values["cosine_spread"] = cosine_spread(view.scores)
+    values.update(confidence_cells(view.result))
     values.update(angle)
     return values
+
+
+def confidence_cells(result: VerificationResult) -> dict:
+    """Interval cells ("low – high") and, for each FPR target the impostor pairs cannot resolve,
+    "needs ≥ N impostors" (impostor pairs) in place of its TPR (lib.eval.confidence states the rule)."""
+    cells = {"pair_counts": f"{result.genuine_pairs:,} / {result.impostor_pairs:,}"}
+    if result.intervals is not None and result.intervals.resamples:
+        cells["auc_ci"] = "{:.4f} – {:.4f}".format(*result.intervals.auc)
+        cells["eer_ci"] = "{:.2%} – {:.2%}".format(*result.intervals.eer)
+    for target in FPR_TARGETS:
+        if not result.resolves(target):
+            needed = min_impostor_pairs(target)  # short, so four checkpoints' cells fit at 1280 px
+            cells[tpr_key(target)] = f"needs ≥ {needed if needed < 1000 else f'{needed / 1000:g}k'} impostors"
+    return cells
 
 
 def collapse_warnings(rows: Mapping[str, dict], shown: Callable[[str], str] = str) -> list[str]:
@@ -110,7 +135,10 @@ def metrics_table(rows: dict[str, dict]) -> pd.DataFrame:
         for _, key, fmt in ROWS:
             value = values.get(key)
             is_number = isinstance(value, (int, float, np.floating))
-            column.append("n/a" if value is None or (is_number and not np.isfinite(value)) else fmt.format(value))
+            if value is None or (is_number and not np.isfinite(value)):
+                column.append("n/a")
+            else:  # a text cell (an interval, a "needs more pairs" note) is shown as it is
+                column.append(fmt.format(value) if is_number else str(value))
         table[label] = column
     return pd.DataFrame(table)
 

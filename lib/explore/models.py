@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from lib.base import config
 from lib.base.files import atomic_save_npy
@@ -52,23 +53,31 @@ def cache_dir() -> Path:
 
 @dataclass
 class ExploreModel:
-    """A checkpoint ready to explore: its model, how to normalize its input, its class scores."""
+    """A checkpoint ready to explore: its model, how to normalize its input, its class scores.
+    ``model`` is a FaceNet, or a ForeignNet (lib/model/foreign_net.py) for a model made elsewhere,
+    which has no meta.json (``meta`` None) and is described by ``source`` (an OpenedModel)."""
     label: str
     folder: Path
-    model: FaceNet
-    meta: CheckpointMeta
+    model: nn.Module
+    meta: CheckpointMeta | None
     mean: tuple
     std: tuple
     class_weights: torch.Tensor | None  # a margin head's [classes, D] weights; None: the model's classifier
     fingerprint: str                    # hash of the weights file (cache key)
+    source: object | None = None        # lib.store.foreign_open.OpenedModel of a model made elsewhere
 
     @property
     def loss(self) -> str:
-        return self.meta.loss or "ce"  # a checkpoint that records no loss was trained with cross-entropy
+        # a checkpoint that records no loss (and a model made elsewhere) is read as cross-entropy's
+        return (self.meta.loss if self.meta else None) or "ce"
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta.classes)
+        return list(self.meta.classes) if self.meta else []
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
 
 
 def margin_class_weights(meta: CheckpointMeta, loss_state: dict) -> torch.Tensor | None:

@@ -22,7 +22,7 @@ class FaceMap:
 
 
 def _class_names(model: ExploreModel) -> list[str]:
-    return model.classes or [f"class {i}" for i in range(model.model.spec.num_classes)]
+    return model.classes or [f"class {i}" for i in range(model.model.num_classes)]
 
 
 def resolve_target(model: ExploreModel, image: torch.Tensor, kind: str, true_name: str | None,
@@ -39,9 +39,9 @@ def resolve_target(model: ExploreModel, image: torch.Tensor, kind: str, true_nam
     return names.index(wanted)
 
 
-def stage_index(model: ExploreModel, position: int) -> int:
+def stage_index(model: ExploreModel, position: int, image_size: int) -> int:
     """GradCAM's stage counted from the end (0 = last stage), clamped to this model's depth."""
-    stages = len(model.model.stages)
+    stages = len(saliency.stage_modules(model.model, image_size))
     return max(0, stages - 1 - min(position, stages - 1))
 
 
@@ -50,7 +50,7 @@ def explain_face(model: ExploreModel, image: torch.Tensor, method: str, kind: st
                  **options) -> FaceMap:
     target = resolve_target(model, image, kind, true_name, chosen_name)
     result = saliency.explain_class(model.model, image, model.mean, model.std, method, target,
-                                    stage=stage_index(model, stage_from_end), class_weights=model.class_weights,
+                                    stage=stage_index(model, stage_from_end, image.shape[-1]), class_weights=model.class_weights,
                                     **options)
     names = _class_names(model)
     predicted, confidence = prediction(model, image)
@@ -94,5 +94,5 @@ class PairMaps:
 def explain_pair(model: ExploreModel, image_a: torch.Tensor, image_b: torch.Tensor, method: str,
                  stage_from_end: int = 0, **options) -> PairMaps:
     map_a, map_b, cosine = saliency.explain_pair(model.model, image_a, image_b, model.mean, model.std, method,
-                                                 stage=stage_index(model, stage_from_end), **options)
+                                                 stage=stage_index(model, stage_from_end, image_a.shape[-1]), **options)
     return PairMaps(saliency.heatmap(map_a.maps[0], method), saliency.heatmap(map_b.maps[0], method), cosine)

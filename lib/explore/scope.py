@@ -36,10 +36,10 @@ def image_kinds(root) -> tuple[str, ...]:
     return ("dev", "verification") if has_classification(root) else ("verification",)
 
 
-def trained_root(meta: CheckpointMeta) -> Path | None:
-    """The data set the checkpoint was trained on, resolved; None when its meta records none.
-    Recipes record it relative to the project (data/lfw64)."""
-    recorded = (meta.config or {}).get("data_root")
+def trained_root(meta: CheckpointMeta | None) -> Path | None:
+    """The data set the checkpoint was trained on, resolved; None when its meta records none (or a
+    model made elsewhere has no meta). Recipes record it relative to the project (data/lfw64)."""
+    recorded = (meta.config or {}).get("data_root") if meta else None
     if not recorded or not isinstance(recorded, str):
         return None
     path = Path(recorded).expanduser()
@@ -99,12 +99,12 @@ class Scope:
                 "open_set": self.open_set, "notes": self.notes()}
 
 
-def _closed_set(meta: CheckpointMeta, num_classes: int, identities: list[str] | None,
+def _closed_set(meta: CheckpointMeta | None, num_classes: int, identities: list[str] | None,
                 same: bool | None) -> tuple[bool, str]:
     """Whether dev top-1/top-5 mean something, and why not."""
     if identities is None:
         return False, f"the data set is {VERIFICATION_ONLY}"
-    classes = set(meta.classes)
+    classes = set(meta.classes) if meta else set()
     if not classes:  # an old checkpoint: only a classifier of the same size can be read by position
         fits = num_classes == len(identities)
         return fits, "" if fits else (f"it records no class names and has {num_classes} classes, the data set "
@@ -118,7 +118,7 @@ def _closed_set(meta: CheckpointMeta, num_classes: int, identities: list[str] | 
                    "checkpoint, so dev images have no right answer it could give")
 
 
-def scope_of(label: str, meta: CheckpointMeta, num_classes: int, root, pair_paths: list[str]) -> Scope:
+def scope_of(label: str, meta: CheckpointMeta | None, num_classes: int, root, pair_paths: list[str]) -> Scope:
     """The Scope of a checkpoint (its meta and classifier size) on the data set at ``root``,
     whose verification images are ``pair_paths``."""
     root = Path(root).resolve()
@@ -127,15 +127,15 @@ def scope_of(label: str, meta: CheckpointMeta, num_classes: int, root, pair_path
     identities = list_identities(root / "cls_data" / "train", root) if has_classification(root) else None
     closed, reason = _closed_set(meta, num_classes, identities, same)
     people = {identity_of(path) for path in pair_paths}
-    classes = set(meta.classes)
+    classes = set(meta.classes) if meta else set()
     in_training = sum(name in classes for name in people) if classes else None
-    recorded = (meta.config or {}).get("data_root")
+    recorded = (meta.config or {}).get("data_root") if meta else None
     return Scope(label, root.name, str(recorded) if trained is not None else None, same, closed, reason,
                  len(people), in_training)
 
 
 def model_scope(model: ExploreModel, root, pair_paths: list[str]) -> Scope:
-    return scope_of(model.label, model.meta, model.model.spec.num_classes, root, pair_paths)
+    return scope_of(model.label, model.meta, model.num_classes, root, pair_paths)
 
 
 def checkpoint_scope(folder, root, pairs_file: str = "val_pairs.txt") -> Scope:

@@ -36,6 +36,8 @@ class ForeignNet(nn.Module):
         self.classifier_name = last_linear_name(model)
         self.layer = layer or None
         self.returns_feats = False  # known after the first forward: the output is a dict with "feats"
+        self._spatial: dict[int, list[str]] = {}    # input size -> names of blocks that output feature maps
+        self._shapes: dict[int, dict[str, tuple]] = {}
         if self.layer is not None:
             modules = dict(model.named_modules())
             if self.layer not in modules or not self.layer:
@@ -129,6 +131,35 @@ class ForeignNet(nn.Module):
 
     def top_level_blocks(self) -> list[tuple[str, nn.Module]]:
         return list(self.model.named_children())
+
+    def spatial_blocks(self, input_size: int) -> list[tuple[str, nn.Module, tuple[int, int, int]]]:
+        """(name, module, output C x H x W) of each top-level block whose output is a feature map for
+        ``input_size`` images (what GradCAM can look at), from one forward pass on a blank image."""
+        if input_size not in self._spatial:
+            shapes: dict[str, tuple] = {}
+            hooks = [child.register_forward_hook(_shape_recorder(name, shapes))
+                     for name, child in self.model.named_children()]
+            device = next(self.model.parameters(), torch.empty(0)).device
+            was_training = self.model.training
+            try:
+                with torch.no_grad():
+                    self.model.eval()(torch.zeros(1, 3, input_size, input_size, device=device))
+            finally:
+                self.model.train(was_training)
+                for hook in hooks:
+                    hook.remove()
+            self._spatial[input_size] = [name for name, _ in self.model.named_children()  # a 1x1 map has no "where"
+                                         if len(shapes.get(name, ())) == 3 and shapes[name][1] * shapes[name][2] > 1]
+            self._shapes[input_size] = shapes
+        children = dict(self.model.named_children())
+        return [(name, children[name], self._shapes[input_size][name]) for name in self._spatial[input_size]]
+
+
+def _shape_recorder(name: str, shapes: dict):
+    def record(module, inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            shapes[name] = tuple(output.shape[1:])
+    return record
 
 
 def pooled(values: torch.Tensor) -> torch.Tensor:

@@ -8,12 +8,14 @@ use the embedding.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 from torchvision.ops import DropBlock2d
 
 from lib.model.blocks import BLOCKS, LayerNorm2d, make_act
-from lib.model.spec import ModelSpec, StageSpec, embedding_dim, feature_chs, stage_in_chs
+from lib.model.spec import ModelSpec, StageSpec, embedding_dim, feature_chs, stage_in_chs, stage_output_sizes
 
 
 def build_stem(spec: ModelSpec) -> nn.Sequential:
@@ -89,6 +91,17 @@ class FaceNet(nn.Module):
             return nn.Identity()
         return nn.Sequential(nn.Linear(feature_chs(spec), spec.head.embedding_dim, bias=False),
                              nn.BatchNorm1d(spec.head.embedding_dim))
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def spatial_blocks(self, input_size: int) -> list[tuple[str, nn.Module, tuple[int, int, int]]]:
+        """(name, module, output C x H x W) of each stage for ``input_size`` images: the layers GradCAM
+        can look at. Models made elsewhere answer the same question (lib/model/foreign_net.py)."""
+        sizes = stage_output_sizes(dataclasses.replace(self.spec, input_size=int(input_size)))[1:]
+        return [(f"stage {index + 1}", module, (stage.out_chs, size, size))
+                for index, (module, stage, size) in enumerate(zip(self.stages, self.spec.stages, sizes))]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before pooling (what GradCAM looks at)."""

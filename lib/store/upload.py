@@ -236,6 +236,13 @@ def checkpoint_from_zip(data: bytes) -> UploadedCheckpoint:
     return checkpoint_from_files(files, metrics_text)
 
 
+def is_facelab_upload(names: list[str]) -> bool:
+    """A FaceLab checkpoint comes as a .zip of its folder or with its meta.json; anything else
+    (one .pth, .pt, .bin, .onnx or a .safetensors alone) is a model made elsewhere
+    (lib/store/foreign_open.py reads those)."""
+    return any(Path(name).suffix.lower() in (".zip", ".json") for name in names)
+
+
 def load_upload(files: list[tuple[str, bytes]]) -> UploadedCheckpoint:
     """Dispatch what the user uploaded: one .zip, or model.safetensors + meta.json (+ loss.safetensors)."""
     if not files:
