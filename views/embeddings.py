@@ -2,12 +2,16 @@
 how well pairs verify, and what a threshold accepts and rejects."""
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
-from lib.eval import projection
+from lib.eval import confidence, projection
 from lib.explore import metrics as explore_metrics
+from lib.explore import neighbours
+from lib.explore import scope as explore_scope
 from lib.explore.models import unit
 from lib.ui import explore_figures as figs
+from lib.ui import explore_text
 from lib.ui.text import as_plain_markdown
 from views import explore_state as state
 from views.common import data_root, show_error
@@ -34,6 +38,34 @@ def _person(images, index: int) -> str:
     return figs.markdown_name(images.names[images.labels[index]])
 
 
+def neighbours_section(images, raw: dict, chosen: list[str], selected: list[int], people: list[int]) -> None:
+    """The k nearest faces of one face by cosine, with their similarity and whether they are the same person."""
+    st.subheader("The nearest faces of one face")
+    left, right = st.columns([1, 4])
+    which = left.selectbox("Embedding of", chosen, key="embeddings.nn_model")
+    person = left.selectbox("Person", people, key="embeddings.nn_person",
+                            format_func=lambda c: figs.pretty(images.names[c]))
+    photos = np.flatnonzero(images.labels == person)
+    if st.session_state.get("embeddings.nn_photo", 0) >= len(photos):
+        st.session_state["embeddings.nn_photo"] = 0  # the person changed to one with fewer photos
+    photo = left.selectbox("Photo", range(len(photos)), key="embeddings.nn_photo",
+                           format_func=lambda i: f"{i + 1} of {len(photos)}")
+    k = left.slider("Neighbours (k)", 1, 16, 7, key="embeddings.nn_k")  # 7: one row of faces at 1280 px
+    clicked = list(dict.fromkeys(selected))
+    query = clicked[0] if len(clicked) == 1 else int(photos[photo])
+    found = neighbours.nearest(raw[which], images.labels, query, k)
+    with right:
+        st.image([images.images[i].permute(1, 2, 0).numpy() for i in [query] + [n.index for n in found]],
+                 width=64, caption=[f"chosen: {_person(images, query)}"] + [
+                     f"{n.cosine:.2f} · " + ("same person" if n.same_identity else _person(images, n.index))
+                     for n in found])
+        others = int((images.labels == images.labels[query]).sum()) - 1
+        st.markdown(neighbours.summary_sentence(found, others))
+        st.caption(explore_text.NEIGHBOURS + (" Showing the face you clicked in a plot above; clear the selection "
+                                             "to pick by person." if len(clicked) == 1 else
+                                             " Or click one face in a 2-D plot above."))
+
+
 st.title("Embeddings: what each loss does to the face space")
 options = state.checkpoint_options()
 if not options:
@@ -44,23 +76,28 @@ if not options:
 chosen = st.multiselect("Checkpoints (1 to 4)", list(options), state.default_selection(options),
                             max_selections=4, key="embeddings.checkpoints")
 top = st.columns([1, 1])
-kind = top[0].radio("Images", ["dev", "verification"], key="embeddings.images", horizontal=True,
+root = str(data_root())
+kinds = explore_scope.image_kinds(root)  # a verification-only data set has no dev images
+if st.session_state.get("embeddings.images", kinds[0]) not in kinds:
+    st.session_state["embeddings.images"] = kinds[0]
+kind = top[0].radio("Images", kinds, key="embeddings.images", horizontal=True,
                     format_func=lambda k: {"dev": "dev identities (closed set)",
                                            "verification": "verification images (open set)"}[k])
+if "dev" not in kinds:
+    top[0].caption(f"No dev identities: {explore_scope.NO_DEV_REASON}.")
 method = top[1].radio("Projection", ["umap", "pca", "tsne"], key="embeddings.method", horizontal=True,
                       format_func=str.upper, help="UMAP and t-SNE keep neighbourhoods (which faces lie near "
                       "which); PCA is linear and instant, but classes overlap in its 2 directions.")
 if not chosen:
     show_error("No checkpoint chosen.", "Pick one to four checkpoints above.")
     st.stop()
-root = str(data_root())
 try:
     choice = state.images(root, kind)
     progress = st.progress(0.0, text="Embedding the images...")
     raw = {}
     for index, label in enumerate(chosen):
         folder = options[label]
-        for part in ("dev", "verification"):  # both: the metrics need dev top-1 and the pairs
+        for part in kinds:  # both where there are dev images: the metrics need dev top-1 and the pairs
             shown = as_plain_markdown(label)
             update = (lambda f, i=index: progress.progress((i + f) / len(chosen), text=f"Embedding with {shown}..."))
             values = state.embeddings(folder, state.mtime(folder), label, root, part, update)
@@ -123,15 +160,20 @@ if selected:
     st.image([choice.images[i].permute(1, 2, 0).numpy() for i in picks], width=64,
              caption=[_person(choice, i) for i in picks])
 show_lesson(24, expanded=False)
+neighbours_section(choice, raw, chosen, selected, by_count)
 
 st.header("Verification side by side")
 summaries = {label: state.summary(options[label], state.mtime(options[label]), label, root, kind) for label in chosen}
 st.dataframe(explore_metrics.metrics_table({label: s[0] for label, s in summaries.items()}), hide_index=True,
-             key="embeddings.metrics")
+             key="embeddings.metrics", height="content")  # every row in view, no inner scrolling
 for note in explore_metrics.collapse_warnings({label: s[0] for label, s in summaries.items()}, as_plain_markdown):
     st.warning(note, icon=":material/warning:")
-st.caption("Verification numbers use the labeled pairs of `val_pairs.txt` (people never seen in training). "
-           "Angles are measured on the images shown above.")
+scopes = [state.scope(options[label], state.mtime(options[label]), label, root) for label in chosen]
+st.caption(as_plain_markdown(explore_scope.shared_pairs_caption(scopes)) + " Angles are measured on the images "
+           "shown above. " + confidence.RULE)
+other_data = [note for scope in scopes for note in scope.data_notes()]  # trained elsewhere, no dev top-1
+if other_data:
+    st.info("  \n".join(as_plain_markdown(note) for note in other_data), icon=":material/info:")
 left, right = st.columns([3, 2])
 with left:
     st.plotly_chart(figs.roc_figure({label: (s[1][3], s[1][4]) for label, s in summaries.items()}),
@@ -143,9 +185,15 @@ with right:
 @st.fragment
 def threshold_section() -> None:
     """Only this part reruns while the slider moves."""
-    first = summaries[chosen[0]][0]
-    threshold = st.slider("Threshold on the cosine similarity", -0.2, 1.0, float(round(first["eer_threshold"], 2)),
-                          0.01, key="embeddings.threshold")
+    start = figs.start_threshold(summaries[chosen[0]][0]["eer_threshold"])
+    # A widget keeps its value when only its default changes: the slider would show the new
+    # checkpoints' EER threshold while TAR, FAR and the histograms used the old value. So the page
+    # sets the value itself whenever the starting threshold changes.
+    if st.session_state.get("embeddings.threshold_start") != start or "embeddings.threshold" not in st.session_state:
+        st.session_state["embeddings.threshold_start"] = start
+        st.session_state["embeddings.threshold"] = start
+    threshold = st.slider("Threshold on the cosine similarity", -1.0, 1.0, step=0.01, key="embeddings.threshold",
+                          help="It starts at the EER threshold of the first checkpoint.")
     scores = {label: (s[1][0], s[1][1]) for label, s in summaries.items()}
     cells = st.columns(len(chosen))
     for cell, label in zip(cells, chosen):

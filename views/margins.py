@@ -34,13 +34,21 @@ with controls:
     scale = st.slider("Scale s", 1.0, 64.0, 30.0, 1.0, key="margins.s",
                       help="Cosines lie in [-1, 1]; s stretches them so the softmax can become confident.")
     sphere_m = st.select_slider("SphereFace m", [1, 2, 3, 4], 4, key="margins.sphere_m")
+    marks = geo.lambda_marks()
+    sphere_lambda = st.select_slider(
+        "SphereFace lambda", geo.lambda_options(), geo.LAMBDA_SCHEDULE["lambda_min"], key="margins.sphere_lambda",
+        format_func=lambda value: f"{value:g}" + (f" ({marks[value]})" if value in marks else ""),
+        help="SphereFace blends its margin with the plain cosine: (lambda cos + psi) / (1 + lambda). Training "
+             "starts with a large lambda (almost plain softmax) and lowers it every step; 0 is the pure margin.")
+    st.caption(geo.schedule_sentence())
     cos_m = st.slider("CosFace m (cosine)", 0.0, 0.6, 0.35, 0.05, key="margins.cos_m")
     arc_m = st.slider("ArcFace m (radians)", 0.0, 1.0, 0.5, 0.05, key="margins.arc_m")
     st.caption(f"ArcFace m = {arc_m:.2f} rad = **{math.degrees(arc_m):.1f} degrees**")
 margins = {"sphereface": sphere_m, "cosface": cos_m, "arcface": arc_m}
 with plot:
     st.markdown("**A margin lowers the true class's logit, so training must shrink theta to win.**")
-    st.plotly_chart(geo.logit_figure(geo.logit_curves(scale, margins), scale), key="margins.curves")
+    st.plotly_chart(geo.logit_figure(geo.logit_curves(scale, margins, sphere_lambda=sphere_lambda), scale),
+                    key="margins.curves")
 with notes:
     for number in (28, 29, 30):
         show_lesson(number, expanded=False)
@@ -56,14 +64,17 @@ separation = st.slider("Angle between W1 and W2 (degrees)", 10, 180, 90, 5, key=
 columns = st.columns(4)
 for column, name in zip(columns, geo.CURVES):
     m = 0.0 if name == "softmax" else margins[name]
-    regions = geo.two_class_regions(name, scale, m, separation)
+    regions = geo.two_class_regions(name, scale, m, separation, sphere_lambda=sphere_lambda)
     with column:
-        title = {"softmax": "Softmax", "sphereface": f"SphereFace m={sphere_m}",
+        title = {"softmax": "Softmax", "sphereface": f"SphereFace m={sphere_m}, λ={sphere_lambda:g}",
                  "cosface": f"CosFace m={cos_m:.2f}", "arcface": f"ArcFace m={arc_m:.2f}"}[name]
         st.plotly_chart(geo.regions_figure(regions, separation, title), key=f"margins.regions.{name}")
         st.metric("Margin zone between the classes", f"{regions['zone_deg']:.1f} deg")
 st.caption("Try it: widen the angle between W1 and W2. SphereFace's zone grows with it (multiplicative), "
-           "ArcFace's stays m (additive in angle), CosFace's shrinks (additive in cosine).")
+           "ArcFace's stays m (additive in angle), CosFace's shrinks (additive in cosine). SphereFace is drawn "
+           f"at the lambda chosen above: the pure margin (lambda 0) is the paper's picture, but training with "
+           f"the default schedule never gets there; it ends at lambda {geo.LAMBDA_SCHEDULE['lambda_min']:g}, a "
+           "much narrower zone, and a short run stops higher still.")
 
 # ----------------------------------------------------------------- live toy
 st.header("3. A live toy: 2-D features, trained in seconds")

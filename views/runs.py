@@ -5,11 +5,14 @@ import streamlit as st
 
 from lib.jobs import queue as jobs
 from lib.jobs import scheduler
+from lib.store.checkpoint import is_checkpoint
 from lib.store.run_folder import RunFolder
 from lib.ui import runs
-from lib.ui.run_plots import accuracy_vs_macs, overlay, run_curves
+from lib.ui.run_plots import accuracy_vs_macs, lambda_figure, overlay, run_curves, sphereface_schedule
 from lib.ui.text import as_plain_html, as_plain_markdown
-from views.common import runs_dir, show_error, user_name
+from views import explore_state
+from views.common import data_root, runs_dir, show_error, user_name
+from views.submission_ui import submission_downloads
 
 REFRESH_S = 2.0
 ACTIVE = ("queued", "running")
@@ -122,6 +125,20 @@ def show_status(job: jobs.Job) -> None:
         st.warning(f"Cancelled: {as_plain_markdown(job.reason)}.")
 
 
+def show_lambda(job: jobs.Job, rows: list[dict]) -> None:
+    """A SphereFace run: how far its lambda has annealed (the margin's strength over the steps)."""
+    folder = RunFolder(job.run_dir)
+    schedule = sphereface_schedule(folder.train_config())
+    if schedule is None:
+        return
+    st.plotly_chart(lambda_figure(rows, schedule, folder.read_progress().get("total_steps")),
+                    key=f"runs.lambda.{job.id}")
+    st.caption("SphereFace's lambda blends its margin with the plain cosine, (lambda cos + psi) / (1 + lambda): "
+               "large at first (almost softmax), smaller every step. The engine does not record lambda, so this "
+               "curve is computed from the run's schedule (its loss settings) and the steps its epochs ended at. "
+               "The Margins page draws the margin zone at any lambda.")
+
+
 @st.fragment(run_every=refresh)
 def job_detail(job_id: str) -> None:
     status = st.container()
@@ -145,6 +162,7 @@ def job_detail(job_id: str) -> None:
                    "MixUp/CutMix, blended) images, so it can sit below dev accuracy; when it climbs while dev "
                    "accuracy and verification AUC stall, the model memorises faces instead of learning features. "
                    "Verification (AUC up, EER down) is measured on identities never seen in training: the real goal.")
+        show_lambda(job, rows)
     elif job.state in ACTIVE:
         st.info("Curves appear after the first epoch (each point is one epoch, measured on the dev split and the "
                 "verification pairs).", icon=":material/hourglass_top:")
@@ -191,6 +209,10 @@ with jobs_tab:
                               format_func=lambda job_id: labels[job_id], key="runs.selected")
         if chosen:
             job_detail(chosen)
+            best = RunFolder(queue.run_dir(chosen)).best
+            if is_checkpoint(best):  # its best checkpoint so far, as a competition submission
+                submission_downloads(labels[chosen], lambda: explore_state.open_model(str(best), labels[chosen]),
+                                     f"{best}@{explore_state.mtime(str(best))}", data_root(), "runs")
     else:
         st.info("No jobs in the queue; the runs below were trained with the command line.", icon=":material/info:")
 with compare_tab:

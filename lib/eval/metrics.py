@@ -14,7 +14,8 @@ the threshold gives the ROC curve; the numbers below summarise it:
 
 scikit-learn computes the ROC curve and its AUC; what it has no function for
 (EER, TPR at a target FPR, the best threshold and the k-fold accuracy) is read
-off its curve here.
+off its curve here. How sure AUC and EER are (bootstrap intervals) and which FPR
+targets the pairs can resolve: lib.eval.confidence.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from lib.eval import confidence
 
 FPR_TARGETS = (1e-1, 1e-2, 1e-3)
 _FPR_NAMES = {1e-1: "1e-1", 1e-2: "1e-2", 1e-3: "1e-3"}
@@ -92,6 +95,11 @@ def topk_accuracy(logits, labels, ks=(1, 5)) -> dict:
     return {k: float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
 
 
+def tpr_key(target_fpr: float) -> str:
+    """The metrics key of the TPR at a target FPR ("tpr_at_fpr_1e-3")."""
+    return f"tpr_at_fpr_{_FPR_NAMES.get(target_fpr, target_fpr)}"
+
+
 @dataclass
 class VerificationResult:
     fpr: np.ndarray
@@ -106,13 +114,24 @@ class VerificationResult:
     kfold_mean: float
     kfold_std: float
     kfold_accuracies: np.ndarray = field(default_factory=lambda: np.empty(0))
+    genuine_pairs: int = 0    # labeled same-person pairs
+    impostor_pairs: int = 0   # labeled different-person pairs: they decide which FPR targets mean anything
+    intervals: confidence.Intervals | None = None  # bootstrap intervals of AUC and EER, when computed
+
+    def resolves(self, target_fpr: float) -> bool:
+        """Whether the impostor pairs allow enough false accepts at ``target_fpr`` to read its TPR."""
+        return confidence.resolves(target_fpr, self.impostor_pairs)
 
     def summary(self) -> dict:
         """Scalars only (JSON-ready), with the key names used in checkpoint metrics."""
         out = {"auc": self.auc, "eer": self.eer, "eer_threshold": self.eer_threshold}
-        out.update({f"tpr_at_fpr_{_FPR_NAMES.get(f, f)}": v for f, v in self.tpr_at_fpr.items()})
+        out.update({tpr_key(f): v for f, v in self.tpr_at_fpr.items()})
         out.update(best_accuracy=self.best_accuracy, best_threshold=self.best_threshold,
                    kfold_mean=self.kfold_mean, kfold_std=self.kfold_std)
+        if self.intervals is not None:
+            out.update(auc_ci_low=self.intervals.auc[0], auc_ci_high=self.intervals.auc[1],
+                       eer_ci_low=self.intervals.eer[0], eer_ci_high=self.intervals.eer[1])
+        out.update(genuine_pairs=self.genuine_pairs, impostor_pairs=self.impostor_pairs)
         return {k: float(v) for k, v in out.items()}
 
 
@@ -242,9 +261,19 @@ def kfold_accuracy(scores, labels, folds=10, pair_folds=None) -> np.ndarray:
     return np.asarray(accuracies)
 
 
-def verification_metrics(scores, labels, pair_folds=None) -> VerificationResult:
+# Up to this many labeled pairs the bootstrap intervals come with the metrics by default (about
+# 0.1 s per 1,000 pairs); above it only when asked for (confidence_intervals=True).
+CONFIDENCE_MAX_PAIRS = 10_000
+
+
+def verification_metrics(scores, labels, pair_folds=None, confidence_intervals: bool | None = None
+                         ) -> VerificationResult:
     """All verification numbers from pair scores and 0/1 labels (-1 = unlabeled, ignored);
-    ``pair_folds``: each pair's fold for the k-fold accuracy (None: 10 interleaved folds)."""
+    ``pair_folds``: each pair's fold for the k-fold accuracy (None: 10 interleaved folds);
+    ``confidence_intervals``: bootstrap AUC and EER (None: when there are at most CONFIDENCE_MAX_PAIRS)."""
+    labeled_scores, labeled, _ = _labeled(scores, labels)
+    if confidence_intervals is None:
+        confidence_intervals = labeled.size <= CONFIDENCE_MAX_PAIRS
     fpr, tpr, thresholds = roc(scores, labels)
     eer, eer_threshold = equal_error_rate(fpr, tpr, thresholds)
     threshold, accuracy = best_threshold(scores, labels)
@@ -254,7 +283,19 @@ def verification_metrics(scores, labels, pair_folds=None) -> VerificationResult:
         eer_threshold=eer_threshold, tpr_at_fpr={f: tpr_at_fpr(fpr, tpr, f) for f in FPR_TARGETS},
         best_accuracy=accuracy, best_threshold=threshold,
         kfold_mean=float(folds.mean()) if folds.size else float("nan"),
-        kfold_std=float(folds.std()) if folds.size else float("nan"), kfold_accuracies=folds)
+        kfold_std=float(folds.std()) if folds.size else float("nan"), kfold_accuracies=folds,
+        genuine_pairs=int(labeled.sum()), impostor_pairs=int((labeled == 0).sum()),
+        intervals=confidence.intervals(labeled_scores, labeled) if confidence_intervals else None)
+
+
+def resolution(metrics: dict) -> dict:
+    """For a metrics dict (VerificationResult.summary()): the rule, the pair counts, and each TPR
+    target its impostor pairs cannot resolve with the impostor pairs it needs."""
+    impostors = int(metrics.get("impostor_pairs", 0))
+    unresolved = {tpr_key(f): confidence.min_impostor_pairs(f) for f in FPR_TARGETS
+                  if tpr_key(f) in metrics and not confidence.resolves(f, impostors)}
+    return {"rule": confidence.RULE, "genuine_pairs": int(metrics.get("genuine_pairs", 0)),
+            "impostor_pairs": impostors, "tpr_needs_impostor_pairs": unresolved}
 
 
 def verify(model, pair_set, mean, std, flip=False, batch_size=256, device="cpu"):

@@ -153,6 +153,13 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], log_fpr: bool =
     return fig
 
 
+def start_threshold(eer_threshold: float) -> float:
+    """Where the threshold slider starts: the EER threshold on the slider's 0.01 grid, inside [-1, 1]
+    (a model that has not learned yet can have its EER threshold below zero)."""
+    value = float(eer_threshold)
+    return round(min(1.0, max(-1.0, value)), 2) if np.isfinite(value) else 0.5
+
+
 def histogram_figure(views: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float) -> go.Figure:
     """Cosine similarity of same-person (green) and different-person (red) pairs, per checkpoint."""
     fig = make_subplots(rows=1, cols=len(views), subplot_titles=[as_plain_html(label) for label in views],
@@ -166,5 +173,5 @@ def histogram_figure(views: dict[str, tuple[np.ndarray, np.ndarray]], threshold:
         fig.add_vline(x=threshold, line={"color": "#000000", "dash": "dash"}, row=1, col=col)
     fig.update_layout(barmode="overlay", height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       legend={"orientation": "h", "y": -0.25})
-    fig.update_xaxes(title_text="cosine similarity", range=[-0.6, 1.0])
+    fig.update_xaxes(title_text="cosine similarity", range=[min(-0.6, threshold - 0.05), 1.0])
     return fig

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lib.explore.margins import LAMBDA_SCHEDULE, lambda_at
 from lib.ui.runs import CURVES
 
 # (panel title, [(metric, legend name, dashed)]) — training and validation share a panel,
@@ -20,6 +22,39 @@ PANELS = (
 )
 
 
+# Shares and rates: a y axis that never leaves [0, 1] (plotly pads a single point by +-0.5 or more).
+UNIT_METRICS = frozenset({"train_acc", "dev_top1", "dev_top5", "auc", "eer"})
+
+
+def y_range(values: list[float], share: bool) -> list[float] | None:
+    """A readable y range for ``values``: inside [0, 1] for a ``share`` (tight around the values with
+    some room, never outside), from 0 for a non-negative quantity (loss, learning rate, speed);
+    None (plotly's own) for anything else or no values."""
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    if share and 0 <= low and high <= 1:
+        pad = max(0.05, (high - low) * 0.15)
+        return [max(0.0, low - pad), min(1.0, high + pad)]
+    if low >= 0:
+        return [0.0, high * 1.15 if high > 0 else 1.0]
+    return None
+
+
+def _x_range(rows: list[dict]) -> dict:
+    """Whole epochs on the axis of a short run, with half an epoch of room at each end, so a run of
+    one epoch is a dot in the middle of its chart instead of at the edge of a 0..2 axis."""
+    epochs = [row["epoch"] for row in rows if isinstance(row.get("epoch"), (int, float))]
+    if not epochs or max(epochs) > 20:
+        return {}
+    return {"dtick": 1, "range": [min(epochs) - 0.5, max(epochs) + 0.5]}
+
+
+def _marker(xs: list) -> dict:
+    return {"size": 10 if len(xs) == 1 else 6}
+
+
 def _series(rows: list[dict], key: str) -> tuple[list, list]:
     points = [(row.get("epoch"), row.get(key)) for row in rows
               if isinstance(row.get(key), (int, float)) and row.get("epoch") is not None]
@@ -31,12 +66,6 @@ def _mode(xs: list) -> str:
     return "lines+markers" if len(xs) <= 30 else "lines"
 
 
-def _epoch_ticks(rows: list[dict]) -> dict:
-    """Whole epochs on the axis of a short run (plotly would label 1.5, 2.5, ...)."""
-    epochs = [row["epoch"] for row in rows if isinstance(row.get("epoch"), (int, float))]
-    return {"dtick": 1} if epochs and max(epochs) <= 20 else {}
-
-
 def run_curves(rows: list[dict]) -> go.Figure:
     """Four panels of one run, per epoch."""
     # Room between the rows: the lower panels' titles sit clear of the upper panels' "epoch" axis titles.
@@ -44,13 +73,18 @@ def run_curves(rows: list[dict]) -> go.Figure:
                            horizontal_spacing=0.1, vertical_spacing=0.26)
     for index, (_, lines) in enumerate(PANELS):
         row, col = divmod(index, 2)
+        panel_values, keys = [], set()
         for key, name, dashed in lines:
             xs, ys = _series(rows, key)
             if xs:
-                figure.add_trace(go.Scatter(x=xs, y=ys, name=name, mode=_mode(xs),
+                figure.add_trace(go.Scatter(x=xs, y=ys, name=name, mode=_mode(xs), marker=_marker(xs),
                                             line={"dash": "dot" if dashed else "solid"}),
                                  row=row + 1, col=col + 1)
-    figure.update_xaxes(title_text="epoch", **_epoch_ticks(rows))
+                panel_values += ys
+                keys.add(key)
+        figure.update_yaxes(range=y_range(panel_values, share=bool(keys) and keys <= UNIT_METRICS),
+                            row=row + 1, col=col + 1)
+    figure.update_xaxes(title_text="epoch", **_x_range(rows))
     figure.update_layout(height=640, margin={"t": 40, "b": 20, "l": 10, "r": 10},
                          legend={"orientation": "h", "y": -0.16})
     return figure
@@ -59,10 +93,13 @@ def run_curves(rows: list[dict]) -> go.Figure:
 def overlay(runs: dict[str, list[dict]], key: str) -> go.Figure:
     """One metric of several runs on the same axes."""
     figure = go.Figure()
+    values = []
     for label, rows in runs.items():
         xs, ys = _series(rows, key)
-        figure.add_trace(go.Scatter(x=xs, y=ys, name=label, mode=_mode(xs)))
-    figure.update_xaxes(**_epoch_ticks([row for rows in runs.values() for row in rows]))
+        figure.add_trace(go.Scatter(x=xs, y=ys, name=label, mode=_mode(xs), marker=_marker(xs)))
+        values += ys
+    figure.update_xaxes(**_x_range([row for rows in runs.values() for row in rows]))
+    figure.update_yaxes(range=y_range(values, share=key in UNIT_METRICS))
     figure.update_layout(xaxis_title="epoch", yaxis_title=CURVES.get(key, key), height=380,
                          margin={"t": 20, "b": 10, "l": 10, "r": 10}, legend={"orientation": "h", "y": -0.25})
     return figure
@@ -84,4 +121,32 @@ def accuracy_vs_macs(rows: list[dict], key: str = "dev_top1") -> go.Figure:
         low, high = math.log10(min(xs)), math.log10(max(xs))
         pad = max(0.1, (0.6 - (high - low)) / 2)
         figure.update_xaxes(range=[low - pad, high + pad], tickformat=".3s")
+    return figure
+
+
+def sphereface_schedule(config: dict) -> dict | None:
+    """The lambda schedule of a SphereFace run's train config (registry defaults where it sets none);
+    None for another loss."""
+    if config.get("loss") != "sphereface":
+        return None
+    params = config.get("loss_params") or {}
+    return {key: float(params.get(key, default)) for key, default in LAMBDA_SCHEDULE.items()}
+
+
+def lambda_figure(rows: list[dict], schedule: dict, total_steps: int | None = None) -> go.Figure:
+    """SphereFace's lambda against the training step, computed from the run's schedule (the engine
+    does not record it), with a dot where each finished epoch ended."""
+    epoch_steps = [int(row["step"]) for row in rows if isinstance(row.get("step"), (int, float))]
+    last = max([total_steps or 0, *epoch_steps, 1])
+    steps = np.unique(np.linspace(0, last, min(last + 1, 400)).astype(int))
+    figure = go.Figure(go.Scatter(x=steps, y=lambda_at(steps, schedule), mode="lines", name="lambda",
+                                  line={"color": "#ab63fa"}))
+    if epoch_steps:
+        figure.add_trace(go.Scatter(x=epoch_steps, y=lambda_at(epoch_steps, schedule), mode="markers",
+                                    name="end of an epoch", marker={"size": 9, "color": "#ab63fa"}))
+    positive = schedule["lambda_min"] > 0 or schedule["lambda_base"] > 0  # a log axis needs lambda > 0
+    figure.update_layout(xaxis_title="training step", yaxis_title="SphereFace lambda" + (" (log scale)" * positive),
+                         yaxis_type="log" if positive else "linear", height=300, margin={"t": 20, "b": 10, "l": 10, "r": 10},
+                         legend={"orientation": "h", "y": -0.3})
+    figure.update_xaxes(range=[0, last])
     return figure
