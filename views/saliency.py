@@ -20,17 +20,17 @@ if not options:
                "`checkpoints/`.")
     st.stop()
 
-top = st.columns([3, 2])
-chosen = top[0].multiselect("Checkpoints (1 to 4)", list(options), state.default_selection(options),
-                            max_selections=4, key="saliency.checkpoints")
+# The picker gets a row of its own: four checkpoint tags fit at 1280 px only at full width.
+chosen = st.multiselect("Checkpoints (1 to 4)", list(options), state.default_selection(options),
+                        max_selections=4, key="saliency.checkpoints")
 MODES = ["a class score (one face)", "a pair's similarity (verification)"]
 root = str(data_root())
 has_dev = "dev" in explore_scope.image_kinds(root)
 if not has_dev:  # a verification-only data set: no face has a class, only pairs can be explained
     st.session_state["saliency.mode"] = MODES[1]
-mode = top[1].radio("Explain", MODES, key="saliency.mode", disabled=not has_dev)
+mode = st.radio("Explain", MODES, key="saliency.mode", disabled=not has_dev, horizontal=True)
 if not has_dev:
-    top[1].caption(f"Class scores cannot be explained here: {explore_scope.NO_DEV_REASON}. Pairs can.")
+    st.caption(f"Class scores cannot be explained here: {explore_scope.NO_DEV_REASON}. Pairs can.")
 pair_mode = mode.startswith("a pair")
 if not chosen:
     show_error("No checkpoint chosen.", "Pick one to four checkpoints above.")
@@ -47,7 +47,7 @@ except ValueError as err:
     st.stop()
 side = (pairs if pair_mode else dev).images.shape[-1]
 stages = [name for name, _ in saliency.stage_choices(models[0].model, side)][::-1]  # counted from the last
-row = st.columns(4)
+row = st.columns([2, 2, 3, 2])  # the stage labels are the longest
 method = row[0].selectbox("Method", list(saliency.METHODS), index=list(saliency.METHODS).index("gradcam"),
                           key="saliency.method",
                           format_func=lambda m: saliency.METHODS[m].title)

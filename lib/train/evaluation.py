@@ -25,7 +25,6 @@ from lib.store.meta import CheckpointMeta
 from lib.train.batches import Normalizer, TrainData, load_train_data
 
 
-
 def eval_batch(model: nn.Module, images: torch.Tensor) -> int:
     """The largest evaluation batch (up to 256) whose activations fit the host's limit
     (lib/model/limits.py): a model with wide early layers is evaluated a few images at a time."""
@@ -67,7 +66,7 @@ def dev_logits(model: nn.Module, loss_module: nn.Module, data: TrainData, device
 
 
 def evaluate_model(model: nn.Module, loss_module: nn.Module, data: TrainData, device="cpu",
-                   flip: bool = False, channels_last: bool = False) -> dict:
+                   flip: bool = False, channels_last: bool = False, confidence_intervals: bool = False) -> dict:
     """{"dev_top1", "dev_top5", "auc", "eer", "tpr_at_fpr_1e-2", ..., "cosine_spread"} (plain floats)
     and "eval_s"; NonFiniteEmbeddings when the model embeds a verification image as NaN or inf."""
     started = time.perf_counter()
@@ -77,7 +76,8 @@ def evaluate_model(model: nn.Module, loss_module: nn.Module, data: TrainData, de
     if bad:
         raise NonFiniteEmbeddings(bad, len(embeddings))
     scores = pair_scores(embeddings, data.pairs.pairs)
-    result = verification_metrics(scores, data.pairs.labels, data.pairs.folds)
+    # Bootstrap intervals cost a second per few thousand pairs: asked for by `evaluate`, not every epoch.
+    result = verification_metrics(scores, data.pairs.labels, data.pairs.folds, confidence_intervals)
     logits = dev_logits(model, loss_module, data, device, channels_last)
     accuracy = topk_accuracy(logits, data.dev.labels, ks=(1, 5))
     metrics = {"dev_top1": accuracy[1], "dev_top5": accuracy[5]}
@@ -137,6 +137,6 @@ def evaluate_checkpoint(folder, data_root=None, pairs_file: str | None = None, f
         raise ValueError(f"the checkpoint knows {len(classes)} identities, the data set {data.root} has "
                          f"{data.num_classes} others; identification accuracy needs the same identities")
     loss_module = loss_for_checkpoint(loaded.meta, loaded.spec, loaded.loss_state).to(device)
-    metrics = evaluate_model(loaded.model, loss_module, data, device=device, flip=flip)
+    metrics = evaluate_model(loaded.model, loss_module, data, device=device, flip=flip, confidence_intervals=True)
     return CheckpointReport(folder=Path(folder), data_root=data.root, pairs_file=pairs_file,
                             metrics=metrics, trained_metrics=dict(loaded.meta.metrics))
