@@ -2,7 +2,6 @@
 against a plain loop over redraws scored by scikit-learn and against hand counts."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -69,13 +68,10 @@ def test_interval_holds_the_estimate_and_narrows_with_more_pairs():
     assert widths[1][0] < widths[0][0] / 2 and widths[1][1] < widths[0][1] / 2
 
 
-def test_fixed_seed_gives_the_same_interval_and_the_bootstrap_stays_fast():
-    scores, labels = _pairs(6000, seed=2)
-    started = time.perf_counter()
+def test_fixed_seed_gives_the_same_interval():
+    scores, labels = _pairs(6000, seed=2)  # its speed is measured by bench/confidence_speed.py
     first = confidence.intervals(scores, labels)
-    seconds = time.perf_counter() - started
     assert confidence.intervals(scores, labels) == first and first.resamples == confidence.RESAMPLES
-    assert seconds < 10  # 1,000 redraws of 6,000 pairs: under a second on one core; a Python loop takes minutes
 
 
 def test_tpr_targets_need_five_false_accepts_worth_of_impostor_pairs():
