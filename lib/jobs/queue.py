@@ -15,6 +15,9 @@ process is its parent) and the engine's progress.json; a process that vanished
 without reporting (killed, machine restarted) is marked failed with its log's tail.
 
 Something must tick the queue even when no page is open: lib/jobs/scheduler.py.
+With FACELAB_LAUNCHER=slurm a job is a Slurm job instead (lib/jobs/launcher.py, lib/jobs/slurm.py):
+its `pid` is the Slurm job id, its device "slurm:<partition>", and while it waits or runs its
+`reason` holds Slurm's state ("Slurm: PENDING (Resources)"). Ownership rules are the same.
 
 Everyone sees every job, but only its owner (the name it was launched under) and the
 instructors named in FACELAB_INSTRUCTORS may cancel, stop or resume it: see `may_control`.
@@ -42,6 +45,7 @@ MAX_JOBS_ENV = "FACELAB_MAX_JOBS"
 DB_NAME = "jobs.sqlite"
 FORCED = launcher.FORCED  # cancel_requested value of a forced stop (SIGKILL)
 ANONYMOUS = "anonymous"  # the user of a job launched without a name
+SLURM_MAX_JOBS = 200  # jobs submitted to Slurm at once unless FACELAB_MAX_JOBS says otherwise
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -180,12 +184,15 @@ def check_may_control(job: Job, by: str | Iterable[str], action: str) -> None:
 
 
 def default_max_jobs() -> int:
-    """FACELAB_MAX_JOBS if set, else one job per GPU, or one job on a CPU-only machine."""
+    """FACELAB_MAX_JOBS if set, else one job per GPU, or one job on a CPU-only machine; with Slurm
+    (which queues jobs itself) SLURM_MAX_JOBS submitted at once."""
     configured = os.environ.get(MAX_JOBS_ENV, "").strip()
     if configured:
         if not configured.isdigit() or int(configured) < 1:
             raise ValueError(f"{MAX_JOBS_ENV}: expected a whole number >= 1, got {configured!r}")
         return int(configured)
+    if config.launcher() == "slurm":
+        return SLURM_MAX_JOBS
     return max(1, len(launcher.gpu_ids()))
 
 
@@ -317,9 +324,7 @@ class JobQueue:
             busy = [job.device for job in running]
             for row in queued:
                 job = self._job(row)
-                device = launcher.least_busy_gpu(busy)
-                busy.append(device)
-                self._start(conn, job, device)
+                busy.append(self._start(conn, job, busy))
                 started.append(job.id)
         return started
 
@@ -344,9 +349,7 @@ class JobQueue:
             if job.state != "running":
                 raise ValueError(f"job {job_id}: cannot cancel a job that is {job.state}")
             conn.execute("UPDATE jobs SET cancel_requested = ? WHERE id = ?", (FORCED if force else 1, job_id))
-            alive, _ = launcher.process_state(job.pid, job.pid_start)
-            if alive:
-                launcher.stop(job.pid, force=force)
+            launcher.stop_job(job, force=force)
 
     @_storage_errors
     def resume(self, job_id: str, *, by: str | Iterable[str]) -> None:
@@ -375,26 +378,30 @@ class JobQueue:
         ended = []
         for row in conn.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall():
             job = self._job(row)
-            alive, exit_code = launcher.process_state(job.pid, job.pid_start)
+            alive, exit_code, cluster = launcher.job_state(job)
             if alive:
+                if cluster != job.reason:  # Slurm's state of a job waiting or running, for the Runs page
+                    conn.execute("UPDATE jobs SET reason = ? WHERE id = ?", (cluster, job.id))
                 continue
-            state, reason = launcher.outcome(job, exit_code)
+            state, reason = launcher.outcome(job, exit_code, cluster)
             tail = RunFolder(job.run_dir).log_tail() if state == "failed" else ""
             conn.execute("UPDATE jobs SET state = ?, ended = ?, exit_code = ?, reason = ?, log_tail = ? "
                          "WHERE id = ?", (state, time.time(), exit_code, reason, tail, job.id))
             ended.append(job.id)
         return ended
 
-    def _start(self, conn: sqlite3.Connection, job: Job, device: str) -> None:
+    def _start(self, conn: sqlite3.Connection, job: Job, busy: list) -> str | None:
+        """Start a job on the configured launcher; returns the device it got (None if it failed)."""
         try:
-            process = launcher.launch(job, device)
-        except OSError as err:
+            started = launcher.start(job, busy)
+        except (OSError, ValueError) as err:
             conn.execute("UPDATE jobs SET state = 'failed', ended = ?, reason = ? WHERE id = ?",
                          (time.time(), f"could not start the training process: {err}", job.id))
-            return
+            return None
         conn.execute("UPDATE jobs SET state = 'running', started = ?, pid = ?, pid_start = ?, device = ?, "
-                     "attempts = attempts + 1 WHERE id = ?",
-                     (time.time(), process.pid, launcher.process_start(process.pid), device, job.id))
+                     "reason = '', attempts = attempts + 1 WHERE id = ?",
+                     (time.time(), started.pid, started.pid_start, started.device, job.id))
+        return started.device
 
 
 def job_users(runs_dir: Path) -> dict[str, str]:

@@ -12,35 +12,35 @@ the loss, the weights or the embeddings turn NaN/inf (status "failed" with the
 reason; the weights are checked every WEIGHT_CHECK_EVERY steps and before each
 save, so no checkpoint or resume state ever holds them), or an exception. An
 epoch whose embeddings collapsed (all pair cosines alike) is flagged with a warning.
-The run folder layout is described in lib/store/run_folder.py.
+The run folder layout is described in lib/store/run_folder.py. Started by torchrun, one job
+trains in several processes (lib/train/distributed.py); ``max_steps`` ends a smoke test early.
 """
 from __future__ import annotations
 
-import errno
 import gc
-import random
-import sys
 import time
 import traceback
 from dataclasses import replace
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from lib.base.device import resolve_device
+from lib.data.datasets import release_pages
 from lib.losses.registry import LOSSES, build_loss
 from lib.model.net import FaceNet
 from lib.model.spec import embedding_dim
 from lib.model.warnings import channels_last_crash_layers
 from lib.store.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
 from lib.store.meta import CheckpointMeta, Normalization, recordable_metrics
-from lib.store.run_folder import RunFolder
-from lib.train.batches import load_train_data, make_loader, training_batches
+from lib.train import distributed
+from lib.train.batches import load_train_data, make_loader
 from lib.train.config import TrainConfig
 from lib.train.ema import ModelEma
 from lib.train.evaluation import NonFiniteEmbeddings, evaluate_model
+from lib.train.failure import disk_problem, fail
+from lib.train.optimizer import make_optimizer, seed_everything
 from lib.train.rng import rng_state, set_rng_state
 from lib.train.schedule import make_scheduler
 from lib.train.step import (
@@ -58,39 +58,17 @@ from lib.train.step import (
 )
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices and kernels only, not on biases and norm scales."""
-    decay, no_decay = [], []
-    for module in modules:
-        for param in module.parameters():
-            if param.requires_grad:
-                (decay if param.dim() > 1 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(config: TrainConfig, modules: list[nn.Module]) -> torch.optim.Optimizer:
-    groups = param_groups(modules, config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
-
-
 class Trainer:
     """Holds one run's model, optimizer and counters; ``run()`` trains to the end or to a stop."""
 
-    def __init__(self, config: TrainConfig, out_dir, on_event=None, should_stop=None):
+    def __init__(self, config: TrainConfig, out_dir, on_event=None, should_stop=None, max_steps: int | None = None):
         self.config = config.validate()
-        self.run_folder = RunFolder(out_dir)
-        self.on_event = on_event or (lambda event: None)
+        self.main = distributed.is_main()  # rank 0 (or the only process) writes, evaluates and reports
+        self.run_folder = distributed.run_folder(out_dir)
+        self.on_event = on_event if on_event and self.main else (lambda event: None)
         self.warnings: list[str] = []
-        self.should_stop = should_stop or (lambda: False)
-        self.device = resolve_device(config.device)
+        self.should_stop, self.max_steps = should_stop or (lambda: False), max_steps
+        self.device = distributed.setup(resolve_device(config.device))
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
@@ -99,7 +77,7 @@ class Trainer:
         self._avoid_channels_last_crash()
         self.model, self.loss_module = self._build_modules()
         self.optimizer = make_optimizer(config, [self.model, self.loss_module])
-        self.batches = training_batches(config, self.data)  # P x K batches when the loss needs them
+        self.batches = distributed.rank_batches(config, self.data)  # P x K batches when the loss needs them
         self.steps_per_epoch = self.batches.batches_per_epoch()
         self.total_steps = config.epochs * self.steps_per_epoch
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
@@ -139,6 +117,10 @@ class Trainer:
         loss_module.to(self.device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
+        if config.sync_batchnorm and distributed.world_size() > 1:
+            model, problem = distributed.sync_batchnorm(model, self.device)
+            if problem:
+                self.warn(problem)
         return model, loss_module
 
     def _initial_weights(self, model: FaceNet):
@@ -175,8 +157,11 @@ class Trainer:
         return dtype, scaler
 
     def _step_parts(self) -> StepParts:
-        config = self.config
-        return StepParts(model=self.model, loss_module=self.loss_module, optimizer=self.optimizer,
+        config, model, loss_module = self.config, self.model, self.loss_module
+        if distributed.active():  # the same modules, their gradients averaged over the processes
+            model = distributed.DistributedNet(model, self.device, config.loss)
+            loss_module = distributed.AgreedLoss(loss_module, self.device)
+        return StepParts(model=model, loss_module=loss_module, optimizer=self.optimizer,
                          scheduler=self.scheduler, device=self.device, scaler=self.scaler, ema=self.ema,
                          mixer=make_mixer(config.mix, config.mix_alpha, self.data.num_classes),
                          autocast_dtype=self.autocast_dtype, channels_last=config.channels_last,
@@ -194,7 +179,8 @@ class Trainer:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def progress(self, status: str = "running", message: str = "", force: bool = False) -> None:
-        speed = self.tally.images_per_s() or (self.records[-1]["images_per_s"] if self.records else 0.0)
+        speed = self.tally.images_per_s() * distributed.world_size()  # every rank trains as fast as rank 0
+        speed = speed or (self.records[-1]["images_per_s"] if self.records else 0.0)
         eta = 0.0
         if status == "running" and self.step > self.session_start_step:
             # Wall time per step so far in this session, evaluation included.
@@ -220,12 +206,13 @@ class Trainer:
 
     # -- resume -------------------------------------------------------------------------------
     def resume_state(self) -> dict:
+        tally = distributed.global_tally(self.tally)  # every rank takes part; rank 0 writes
         return {"model": self.model.state_dict(), "loss": self.loss_module.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else {},
                 "ema": self.ema.state_dict() if self.ema else {}, "rng": rng_state(),
                 "epoch": self.epoch, "batch": self.batch, "step": self.step, "best_auc": self.best_auc,
-                "elapsed_s": self.elapsed(), "tally": self.tally.state_dict(), "records": list(self.records),
+                "elapsed_s": self.elapsed(), "tally": tally.state_dict(), "records": list(self.records),
                 "warnings": list(self.warnings), "config": self.config.to_dict()}
 
     def save_resume(self) -> None:
@@ -234,7 +221,7 @@ class Trainer:
         self.last_resume_save = time.perf_counter()
 
     def restore(self, state: dict) -> None:
-        if state["config"] != self.config.to_dict():
+        if TrainConfig.from_dict(state["config"]).to_dict() != self.config.to_dict():  # newer fields: defaults
             raise ValueError("resume: the run's config.json differs from the one the resume state was saved "
                              "with; start a new run to train with other settings")
         self.model.load_state_dict(state["model"])
@@ -247,7 +234,8 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.best_auc, self.elapsed_before = state["best_auc"], state["elapsed_s"]
-        self.tally.load_state_dict(state["tally"])
+        if self.main:  # the saved tally is every rank's: the others start from zero, so the sum stays right
+            self.tally.load_state_dict(state["tally"])
         self.records, self.warnings = list(state["records"]), list(state["warnings"])
         self.run_folder.align_metrics(self.records)
         set_rng_state(state["rng"])
@@ -266,13 +254,22 @@ class Trainer:
                   device=self.device, resumed=resume)
         self.progress(force=True, message="resumed" if resume else "started")
         while self.epoch < self.config.epochs:
-            if not self.train_epoch():
-                return self.finish("cancelled", "cancelled: last checkpoint and resume state saved")
+            if self.step_limit_reached() or not self.train_epoch():
+                break
             self.end_epoch()
-        return self.finish("done", "finished")
+        if self.epoch >= self.config.epochs:
+            return self.finish("done", "finished")
+        if self.step_limit_reached():
+            return self.finish("stopped", f"stopped at the step limit ({self.max_steps} steps, --max-steps) before "
+                                          f"the end of its schedule: last checkpoint and resume state saved")
+        return self.finish("cancelled", "cancelled: last checkpoint and resume state saved")
+
+    def step_limit_reached(self) -> bool:
+        return self.max_steps is not None and self.step - self.session_start_step >= self.max_steps
 
     def train_epoch(self) -> bool:
-        """Train the rest of the current epoch; False when a stop was asked for."""
+        """Train the rest of the current epoch; False when it stopped early (a stop asked for, or
+        the step limit), with the last checkpoint and the resume state saved."""
         self.model.train()
         self.loss_module.train()
         self.batches.set_epoch(self.epoch, self.batch)
@@ -285,9 +282,13 @@ class Trainer:
             if self.step % WEIGHT_CHECK_EVERY == 0:
                 self.check_weights()
             self.progress()
-            if time.perf_counter() - self.last_resume_save > self.config.resume_every_s:
+            # Every rank decides alike (a flag true on one is true on all), so they stop at the same step.
+            limit = self.step_limit_reached() and self.batch < self.steps_per_epoch  # else the epoch ends first
+            stop, save_due = distributed.agree(self.should_stop() or limit,
+                                               time.perf_counter() - self.last_resume_save > self.config.resume_every_s)
+            if save_due and not stop:
                 self.save_resume()
-            if self.should_stop():
+            if stop:
                 self.tally.pause_clock()
                 self.cancel_save()
                 return False
@@ -325,38 +326,50 @@ class Trainer:
         return TrainingFailed(non_finite_message(what, detail, learning_rate, self.config.precision, self.epoch,
                                                  self.step, sgd_momentum=momentum))
 
+    def save(self, folder, record: dict) -> None:
+        if self.main:
+            save_checkpoint(folder, self.eval_model(), self.meta(record), self.loss_module)
+
     def cancel_save(self) -> None:
         self.check_weights()
-        metrics = self.records[-1] if self.records else {}
-        save_checkpoint(self.run_folder.last, self.eval_model(), self.meta(metrics), self.loss_module)
+        self.save(self.run_folder.last, self.records[-1] if self.records else {})
         self.save_resume()
 
     def end_epoch(self) -> None:
         self.check_weights()  # before evaluating, which NaN weights would fail with a vaguer reason
-        record = self.evaluate_epoch()
-        self.record_warnings(record)
+        tally, self.tally = distributed.global_tally(self.tally), EpochTally()
+        record = self.evaluate_epoch(tally) if self.main else {}  # the other ranks wait at the barrier
         self.epoch, self.batch = self.epoch + 1, 0
-        self.tally = EpochTally()
-        self.records.append(record)
-        save_checkpoint(self.run_folder.last, self.eval_model(), self.meta(record), self.loss_module)
+        if self.main:
+            self.record_warnings(record)
+            self.records.append(record)
+            self.save_epoch(record)
+        self.save_resume()
+        distributed.barrier()
+        if self.main:
+            self.emit("epoch", **record)
+
+    def save_epoch(self, record: dict) -> None:
+        self.save(self.run_folder.last, record)
         if record["auc"] > self.best_auc:
             self.best_auc = record["auc"]
-            save_checkpoint(self.run_folder.best, self.eval_model(), self.meta(record), self.loss_module)
+            self.save(self.run_folder.best, record)
         # The line first: a job killed between the two still shows this epoch on the Runs page,
         # and a resume realigns metrics.jsonl with the records in its saved state anyway.
         self.run_folder.append_metrics(record)
-        self.save_resume()
-        self.emit("epoch", **record)
 
-    def evaluate_epoch(self) -> dict:
-        """The epoch's record: training tally, learning rate, evaluation metrics."""
+    def evaluate_epoch(self, tally: EpochTally) -> dict:
+        """The epoch's record: training tally (of every rank), learning rate, evaluation metrics."""
         self.progress(force=True, message=f"evaluating epoch {self.epoch + 1}")
         try:
             metrics = evaluate_model(self.eval_model(), self.loss_module, self.data, self.device,
                                      flip=self.config.eval_flip, channels_last=self.config.channels_last)
         except NonFiniteEmbeddings as bad:  # finite weights can still overflow in the forward pass
             raise self.diverged(f"the embeddings of {bad.bad} of {bad.total} verification images") from None
-        return {"epoch": self.epoch + 1, "step": self.step, **self.tally.summary(),
+        finally:  # the evaluation read every dev and verification image: a mapped set's pages go back
+            release_pages(self.data.dev.images)
+            release_pages(self.data.pairs.images)
+        return {"epoch": self.epoch + 1, "step": self.step, **tally.summary(),
                 "lr": self.optimizer.param_groups[0]["lr"], **metrics, "elapsed_s": round(self.elapsed(), 2)}
 
     def record_warnings(self, record: dict) -> None:
@@ -377,28 +390,22 @@ class Trainer:
         return summary
 
 
-def fail(out_dir, message: str, on_event: Callable | None = None) -> dict:
-    """Record a failed run in progress.json (keeping what the last progress said about position)."""
-    folder = RunFolder(out_dir)
-    previous = folder.read_progress()
-    fields = {key: previous.get(key, 0) for key in ("epoch", "epochs", "step", "total_steps")}
-    try:
-        folder.create()
-        folder.write_progress(force=True, status="failed", images_per_s=0.0, eta_s=0.0, message=message, **fields)
-    except OSError as err:  # a disk still full or read-only: the log (stderr) has to tell
-        print(f"failed: {message} (progress.json could not be written: {err.strerror})", file=sys.stderr)
-    if on_event:
-        on_event({"kind": "failed", "message": message})
-    return {"status": "failed", "message": message}
-
-
 def train(config: TrainConfig, out_dir, on_event: Callable[[dict], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, resume: bool = False) -> dict:
-    """Run one training job into ``out_dir``; returns a summary with "status" done/cancelled/failed.
+          should_stop: Callable[[], bool] | None = None, resume: bool = False, max_steps: int | None = None) -> dict:
+    """Run one training job into ``out_dir``; returns a summary with "status" done/cancelled/failed, or
+    "stopped" when ``max_steps`` optimizer steps (of this call) ended it before its schedule did.
 
     Bad configuration raises ValueError before anything is written; a failure while training
-    (NaN loss, weights or embeddings, a crash) is recorded in progress.json and returned as "failed"."""
-    trainer = Trainer(config, out_dir, on_event, should_stop)
+    (NaN loss, weights or embeddings, a crash) is recorded in progress.json and returned as "failed".
+    Under torchrun every process calls this; they share the process group until it returns."""
+    try:
+        return _train(config, out_dir, on_event, should_stop, resume, max_steps)
+    finally:
+        distributed.teardown()
+
+
+def _train(config, out_dir, on_event, should_stop, resume, max_steps) -> dict:
+    trainer = Trainer(config, out_dir, on_event, should_stop, max_steps)
     try:
         return trainer.run(resume=resume)
     except TrainingFailed as failure:
@@ -415,21 +422,3 @@ def train(config: TrainConfig, out_dir, on_event: Callable[[dict], None] | None 
     # open, are gone, so the space is free again for progress.json.
     gc.collect()
     return fail(out_dir, message, on_event)
-
-
-DISK_ERRORS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota",
-               errno.EFBIG: "refused a file that large", errno.EROFS: "is read-only"}
-
-
-def disk_problem(err: BaseException, out_dir) -> str | None:
-    """A clear sentence when saving failed because of the disk (full, quota, read-only), else None.
-    torch.save reports such errors wrapped in RuntimeErrors, so the whole chain is searched."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
-            return (f"could not save to {out_dir}: the disk {DISK_ERRORS[err.errno]} ({err.strerror}). "
-                    "Everything saved before is intact; free some space (or set FACELAB_RUNS_DIR to a "
-                    "bigger disk) and resume the job.")
-        err = err.__cause__ or err.__context__
-    return None
