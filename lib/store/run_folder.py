@@ -11,6 +11,9 @@ from the app gets DIR = runs/<job id> (lib/jobs/queue.py):
     DIR/last/ DIR/best/   checkpoints (lib/store/checkpoint.py): the latest epoch, the best AUC
     DIR/resume/state.pt   model, loss, optimizer, scheduler, scaler, EMA, RNG states, epoch, step
 
+Beside the run folders, a Slurm job's own files (submitit's pickled call, Slurm's stdout and
+stderr) go to ``runs/.slurm/<job id>/``, a dot folder that ``run_folders`` skips.
+
 Pages read a folder while a job writes it, or after a job crashed: every reader
 tolerates a missing or half-written file and gives an empty result, never an error.
 Only the resume state is strict, since resuming from nothing has to say so.
