@@ -116,3 +116,24 @@ def test_the_registry_is_bounded(world):
     with pytest.raises(ValueError, match="upload it again"):
         foreign.recall_upload(keys[0])
     assert foreign.recall_upload(keys[-1]).label == f"m{foreign.MAX_UPLOADS + 1}"
+
+
+def test_the_same_weights_as_pth_and_as_onnx_score_the_same(world, tmp_path):
+    from lib.eval.foreign_eval import evaluate_foreign
+    from lib.eval.metrics import pair_scores
+    from lib.store.foreign_open import open_model_file
+
+    onnx_path = tmp_path / "student.onnx"
+    torch.onnx.export(world["model"], (torch.randn(1, 3, 64, 64),), onnx_path, dynamo=False, external_data=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    as_pth = open_model_bytes("student.pth", world["file"], input_size=64)
+    as_onnx = open_model_file(onnx_path, input_size=64)
+    reports = [evaluate_foreign(opened.net, world["data"]) for opened in (as_pth, as_onnx)]
+    for key in ("auc", "eer", "dev_top1"):
+        assert reports[0].metrics[key] == pytest.approx(reports[1].metrics[key], abs=1e-6), key
+    from lib.data.datasets import load_pairs
+    pairs = load_pairs(world["data"])
+    images = (pairs.images.float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        scores = [pair_scores(opened.net.embed(images), pairs.pairs) for opened in (as_pth, as_onnx)]
+    torch.testing.assert_close(scores[0], scores[1], atol=1e-5, rtol=1e-5)

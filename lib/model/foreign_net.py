@@ -45,6 +45,9 @@ class ForeignNet(nn.Module):
             modules[self.layer].register_forward_hook(self._remember_layer)
         if self.classifier_name:
             self.classifier.register_forward_hook(self._remember_classifier)
+        # Opened for inference: a wrapper left in training mode would put its model back into
+        # training mode (BatchNorm on batch statistics) whenever a caller restores "the mode it had".
+        self.eval()
 
     # ------------------------------------------------------------------ what the model is
 
