@@ -104,7 +104,7 @@ class EngineLoop:
         except StopIteration:
             self._new_epoch()
             images, labels = next(self.batches)
-        train_step(self.trainer, images, labels)
+        train_step(self.trainer.step_parts, images, labels)
         return len(labels)
 
 
