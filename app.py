@@ -13,7 +13,14 @@ import streamlit as st
 from lib.base import config
 from lib.base.device import device_label
 from lib.ui.pages import PAGES
-from views.common import DATA_ROOT_KEY, USER_KEY, show_error
+from views.common import (
+    DATA_ROOT_KEY,
+    USER_KEY,
+    remember_in_address,
+    restore_from_address,
+    show_error,
+    sync_user_state,
+)
 
 st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
 LOGIN_ENV = "FACELAB_REQUIRE_LOGIN"
@@ -53,17 +60,20 @@ def _sidebar() -> None:
     with st.sidebar:
         st.caption(f"Device: **{_device()}**")
         options = _datasets()
+        signed_in = _signed_in()
+        restore_from_address(options, take_name=not signed_in)  # after a refresh: the address keeps them
         if st.session_state.get(DATA_ROOT_KEY) not in options:
             st.session_state[DATA_ROOT_KEY] = options[0]
         st.selectbox("Data set", options, key=DATA_ROOT_KEY, format_func=_dataset_label,
-                     help="Folders in the HW2P2 layout found under the data roots. Add roots with the "
+                     help="Folders in the HW2P2 layout, or verification only (ver_data/ and val_pairs.txt: "
+                          "for exploring and evaluating, not training), found under the data roots. Add roots with the "
                           f"{config.DATA_ROOTS_ENV} environment variable (see the README).")
-        signed_in = _signed_in()
         st.text_input("Your name", key=USER_KEY, placeholder="shown next to the runs you launch",
                       max_chars=40, disabled=signed_in,
                       help="Your signed-in name: the runs you launch are yours to stop and resume."
                       if signed_in else "Jobs keep this name: only you (and the instructors) may stop them.")
         st.caption(f"Runs folder: `{_short(config.runs_dir())}`")
+    remember_in_address(with_name=not signed_in)  # a signed-in name comes from the sign-in, not the address
 
 
 def _dataset_label(path: str) -> str:
@@ -141,6 +151,7 @@ def main() -> None:
             sections.setdefault(info.section, []).append(page)
     navigation = st.navigation(sections)
     _sidebar()
+    sync_user_state()  # the model and pipeline saved under the user's name, after a refresh
     navigation.run()
 
 

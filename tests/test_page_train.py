@@ -143,7 +143,7 @@ def test_a_fine_tuning_recipe_sets_its_loss_and_starting_checkpoint():
     assert app.number_input(key="train.lp.margin_rad").value == settings["loss_params"]["margin_rad"]
     assert app.number_input(key="train.lp.label_smoothing").value == 0.0  # the recipe leaves it off
     ready = (config.PROJECT_ROOT / settings["init_from"] / "meta.json").is_file()
-    assert app.radio(key="train.scheme").value == ("sequential" if ready else "joint")
+    assert app.radio(key="train.scheme").value == ("sequential" if ready else "scratch")
     if ready:
         assert settings["init_from"].split("/")[-1] in app.selectbox(key="train.init_from").value
     assert not app.exception

@@ -12,7 +12,7 @@ from lib.data.report import check_dataset
 from lib.data.transforms import BATCH_MIXES, TRANSFORMS
 from lib.ui import augment_lab as lab
 from lib.ui.text import as_plain_markdown
-from views.common import PIPELINE_KEY, data_root, show_error
+from views.common import PIPELINE_KEY, data_root, save_user_choices, show_error
 
 NAMES_KEY, DRAFT_KEY = "augment.names", "augment.draft"  # the draft survives visits to other pages
 
@@ -130,6 +130,7 @@ with left:
         steps, valid = st.session_state.get(DRAFT_KEY) or [], False
     if st.button("Use this pipeline for training", type="primary", key="augment.handoff", disabled=not valid):
         st.session_state[PIPELINE_KEY] = steps
+    save_user_choices()  # the draft and the pipeline survive a browser refresh
     if st.session_state.get(PIPELINE_KEY) == steps:
         st.success(f"Training will use: {lab.pipeline_summary(steps)}. Open **Train** to launch a job.")
     with st.expander("Export"):

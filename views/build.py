@@ -14,13 +14,24 @@ from lib.model.presets import FACE_PRESETS, PRESETS
 from lib.model.profile import human, profile, shape_text
 from lib.model.spec import ModelSpec
 from lib.model.warnings import channels_last_warning
-from lib.ui.build_notes import BLOCK_NOTES, concept_notes
-from lib.ui.build_view import block_alternatives, budget_gauge, cost_chart, layer_formulas, layer_rows, parts_table
+from lib.ui import flops_table
+from lib.ui.build_notes import BLOCK_NOTES, concept_notes, layernorm_advice
+from lib.ui.build_view import (
+    block_alternatives,
+    budget_gauge,
+    cost_chart,
+    dataset_image_size,
+    layer_formulas,
+    layer_rows,
+    parts_table,
+    size_for_data,
+)
 from lib.ui.text import as_plain_markdown
-from views.common import MODEL_SPEC_KEY, data_root, show_error
+from views.common import MODEL_SPEC_KEY, data_root, save_user_choices, show_error
 
 DRAFT, VALID = "build.draft", "build.valid"  # the spec being edited; the last one that was possible
 FOLLOWED = "build.classes_followed"  # the data set's identity count the Classes field last took
+SIZE_FOLLOWED = "build.size_followed"  # the data set's image side the Input size field last took
 NUMBERS = {name: st.column_config.NumberColumn(format="localized") for name in ("parameters", "MACs")}
 ALTERNATIVE_COLUMNS = {  # short headers and rounded MACs: the table fits beside the stage editor
     "parameters": st.column_config.NumberColumn("params", format="localized"),
@@ -55,9 +66,26 @@ def identities(root: str) -> int:
     return len(list_identities(Path(root) / "cls_data" / "train"))
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def image_side(root: str) -> int:
+    """The side of the data set's images (one image header; 0 when none can be read)."""
+    return dataset_image_size(root)
+
+
 def load(spec: ModelSpec) -> None:
-    """Show a preset or a blank model, its classifier sized to the data set in the sidebar."""
-    set_draft(edit.classes_for_data(spec, identities(str(data_root()))))
+    """Show a preset or a blank model, its classifier and input sized to the data set in the sidebar."""
+    root = str(data_root())
+    set_draft(size_for_data(edit.classes_for_data(spec, identities(root)), image_side(root)))
+    st.session_state[SIZE_FOLLOWED] = image_side(root)
+
+
+def follow_image_size(side: int) -> None:
+    """The Input size field follows the data set's images, unless the student typed another size."""
+    followed = st.session_state.get(SIZE_FOLLOWED)
+    if side and side != followed:
+        if st.session_state.get(key("input_size")) == followed:
+            st.session_state[key("input_size")] = side
+        st.session_state[SIZE_FOLLOWED] = side
 
 
 def follow_data_set(count: int) -> None:
@@ -101,6 +129,27 @@ def widget(container, name: str, info: edit.Field, **callback):
     return container.number_input(label, cast(info.low), cast(info.high), step=cast(info.step), key=k, help=help_text)
 
 
+@st.cache_data(show_spinner="Counting torchvision's ResNets ...")
+def course_resnet_table(convention: str) -> list[dict]:
+    """The course's table recounted, its numbers written out as the course writes them (1,814,073,344)."""
+    return [{name: f"{value:,}" if isinstance(value, int) else f"{value:.2f}" if isinstance(value, float) else value
+             for name, value in row.items()}
+            for row in flops_table.resnet_table(convention)]
+
+
+def flops_conventions() -> None:
+    """The switch between the course's "FLOPs" and FaceLab's, and the course's ResNet table recounted
+    (in a popover: a reference to open, not a wall of numbers)."""
+    row = st.columns([3, 2], vertical_alignment="bottom")
+    row[0].segmented_control("Count compute as", list(flops_table.CONVENTIONS), key=key("convention"),
+                             default="facelab", format_func=flops_table.CONVENTIONS.get,
+                             help="The MACs figure above, and the ResNet table, in either convention.")
+    with row[1].popover("The course's ResNet table, recounted", icon=":material/table:", width="stretch"):
+        st.markdown(flops_table.CONVENTION_NOTE)
+        st.table(course_resnet_table(st.session_state.get(key("convention")) or "facelab"))
+        st.caption(flops_table.TABLE_NOTE)
+
+
 # -- state: the draft from the widgets, and the last valid model ---------------------------------
 data_classes = identities(str(data_root()))
 if DRAFT not in st.session_state:
@@ -108,8 +157,11 @@ if DRAFT not in st.session_state:
     st.session_state[FOLLOWED] = data_classes
 set_draft(draft(), overwrite=False)  # widgets Streamlit forgot while another page was open
 follow_data_set(data_classes)
+data_side = image_side(str(data_root()))
+follow_image_size(data_side)
 spec = edit.from_fields(draft(), widget_values())
 st.session_state[DRAFT] = spec.to_dict()
+save_user_choices()  # the draft survives a browser refresh
 error = None
 try:
     result = profile(spec)
@@ -142,6 +194,11 @@ if data_classes and spec.num_classes != data_classes:
                f"{as_plain_markdown(data_root().name)}, not to {spec.num_classes:,}: the counts below are for "
                f"{spec.num_classes:,}.")
 
+if norm_advice := layernorm_advice(spec):
+    st.caption(norm_advice)
+if data_side and spec.input_size != data_side:
+    st.caption(f":material/info: The images of {as_plain_markdown(data_root().name)} are {data_side}x{data_side}: "
+               f"the counts below are for {spec.input_size}x{spec.input_size} inputs.")
 if error:
     field = edit.error_field(error)
     show_error(f"This model is impossible: {error}",
@@ -152,9 +209,11 @@ elif crash_note := channels_last_warning(result.spec):
 totals = st.columns([1.1, 1, 1, 1.3])
 totals[0].metric("Parameters", f"{result.params:,}", help="Learned weights and biases (BatchNorm buffers excluded).")
 totals[0].caption(f"model: {result.spec.name}")
-totals[1].metric("MACs per image", human(result.macs), help=f"{result.macs:,} multiply-accumulates of conv and "
+convention = st.session_state.get(key("convention")) or "facelab"
+compute_label, compute_value, compute_caption = flops_table.compute_label(convention, result.macs)
+totals[1].metric(compute_label, compute_value, help=f"{result.macs:,} multiply-accumulates of conv and "
                  "linear layers for one image.")
-totals[1].caption(f"1 MAC = 2 FLOPs: {human(2 * result.macs)} FLOPs")
+totals[1].caption(compute_caption)
 totals[2].metric("Activation memory", human(result.activation_bytes, "B"),
                  help="float32 values the layers write for one image in a forward pass; training keeps about "
                       "this much per image of the batch for the backward pass.")
@@ -162,6 +221,7 @@ totals[2].caption("per image, float32")
 totals[3].caption(f"Parameters against the budget (black line: {budget / 1e6:g}M)")
 totals[3].plotly_chart(budget_gauge(result.params, budget), width="stretch", config={"displayModeBar": False})
 st.markdown(notes[13])
+flops_conventions()
 
 st.dataframe(parts_table(result), hide_index=True, width="stretch", column_config=NUMBERS)  # full width: 8 columns
 note_col, chart_col = st.columns([1.2, 1], gap="medium", vertical_alignment="center")

@@ -11,7 +11,8 @@ from lib.model.presets import FACE_PRESETS, PRESETS
 from lib.model.warnings import channels_last_warning
 from lib.store.catalog import list_checkpoints
 from lib.train.recipes import CONVNEXT_RECIPE, all_recipes, convnext_table
-from lib.ui import train_form
+from lib.ui import train_form, train_notes
+from lib.ui.build_notes import layernorm_advice
 from lib.ui.text import as_plain_markdown
 from views.common import MODEL_SPEC_KEY, PIPELINE_KEY, data_root, runs_dir, show_error, user_name
 
@@ -21,6 +22,8 @@ st.caption("Put together what will train, then launch it as a background job: th
 recipes = all_recipes()
 RECIPE_MODEL = train_form.RECIPE_MODEL
 SOURCE_WORDS = {"Build page": "built on the Build page", "Preset": "a preset"}
+VALUES_FROM = "train.values_from"  # the checkpoint whose settings the widgets took last
+ORIGIN = "train.values_origin"  # where those settings came from, in words
 
 
 def apply_recipe() -> None:
@@ -29,8 +32,28 @@ def apply_recipe() -> None:
     for key in [key for key in st.session_state if str(key).startswith("train.lp.")]:
         del st.session_state[key]  # loss parameters the recipe does not set go back to their defaults
     st.session_state.update(state)
+    st.session_state[VALUES_FROM] = st.session_state.get("train.init_from")  # the recipe's settings win
+    st.session_state[ORIGIN] = "the recipe's (section 4)"
     if note:
         st.toast(note, icon=":material/warning:")
+
+
+def take_checkpoint_values(label: str, folder, fallback: dict) -> None:
+    """Fill the hyperparameters with the picked checkpoint's own settings (or the recipe's), once per pick."""
+    if st.session_state.get(VALUES_FROM) == label:
+        return  # already taken: keep what the user changed since
+    values, origin = train_form.checkpoint_values(folder, fallback)
+    st.session_state.update({f"train.{name}": value for name, value in values.items() if name in train_form.FIELDS})
+    st.session_state[VALUES_FROM], st.session_state[ORIGIN] = label, origin
+
+
+def keep_widget_values() -> None:
+    """Hand every Train value back to Streamlit at the start of a run. A widget left out of one run
+    (the page stopped above it) loses its state, and when it comes back the browser shows its
+    minimum while the server keeps the old value: the summary and Launch would then disagree with
+    the fields. Set through st.session_state, a value is sent to the browser with the widget."""
+    for key in [key for key in st.session_state if str(key).startswith("train.") and key != "train.launch"]:
+        st.session_state[key] = st.session_state[key]
 
 
 def widget(item: train_form.Field, container, fallback, disabled: bool = False):
@@ -69,7 +92,9 @@ def render_group(group: str, items: tuple, values: dict, fallback: dict, info, m
                 left, right = st.columns([1, 2])
                 values[item.name] = render(item, left, fallback, info)
                 right.caption(item.lesson)
-        for item, col in zip(plain, st.columns(max(1, len(plain)))):
+        # At least three columns: a lone field (gradient clipping) keeps the width of its neighbours' fields,
+        # and bottom alignment keeps toggles level with the inputs whose labels wrap.
+        for item, col in zip(plain, st.columns(max(3, len(plain)), vertical_alignment="bottom")):
             values[item.name] = render(item, col, fallback, info)
         if group == "Regularisation":
             st.caption(train_form.DROPOUT_LESSON.format(p=model["dropout"]))
@@ -87,6 +112,7 @@ if st.session_state.get("train.recipe") not in recipes:  # first visit, or its r
     apply_recipe()
     if st.session_state.get(MODEL_SPEC_KEY):  # a model built on the Build page comes first
         st.session_state["train.source"] = "Build page"
+keep_widget_values()
 
 # 1 - model --------------------------------------------------------------------------------------
 st.subheader("1 · Model")
@@ -108,8 +134,8 @@ if scheme == "sequential":
         show_error(f"This checkpoint cannot be fine-tuned here: {problem}.",
                    "Pick another checkpoint or data set.")
         st.stop()
-    st.caption("The model is the checkpoint's own architecture and its weights the starting point. Fine-tuning "
-               "needs fewer epochs and a lower learning rate (about a tenth) than training from scratch.")
+    take_checkpoint_values(label, folder, train_form.recipe_values(recipes[st.session_state["train.recipe"]]))
+    st.caption(train_notes.FINE_TUNE_NOTE.format(origin=st.session_state.get(ORIGIN, "the recipe's (section 4)")))
 else:
     recipe_model = recipes[st.session_state["train.recipe"]].model
     sources = ["Build page"] * bool(built) + ["Preset"] + [RECIPE_MODEL] * bool(recipe_model)
@@ -121,7 +147,10 @@ else:
     if not built:
         st.caption("Nothing built yet: assemble your own network on the Build page, or train a preset.")
     if source == "Preset":
-        spec = PRESETS[st.selectbox("Preset", FACE_PRESETS, key="train.preset")].to_dict()
+        preset = PRESETS[st.selectbox("Preset", FACE_PRESETS, key="train.preset")]
+        spec = preset.to_dict()
+        if norm_advice := layernorm_advice(preset, "load it on the Build page and set **Norm** to batch there"):
+            st.caption(norm_advice)
     else:
         spec = built if source == "Build page" else recipe_model
 facts = train_form.dataset_facts(data_root())
@@ -155,7 +184,11 @@ info = LOSSES[loss]
 st.latex(info.formula)
 st.markdown(info.explanation)
 loss_params = {}
-others = [name for name in info.params if name != "label_smoothing"]
+others = [name for name in info.params if name not in ("label_smoothing", "s")]
+if "s" in info.params:  # the scale, with why it is 30 here and 64 in the papers beside it
+    left, right = st.columns([1, 2])
+    loss_params["s"] = loss_widget("s", info.params["s"], left)
+    right.caption(train_notes.scale_lesson(facts["identities"]))
 for col, name in zip(st.columns(max(1, len(others))), others):
     loss_params[name] = loss_widget(name, info.params[name], col)
 if "label_smoothing" in info.params:
@@ -172,7 +205,7 @@ if info.needs_pk_batches:
     right.caption(train_form.pk_batch_lesson(loss, batch_size, pk_batch[train_form.PK_FIELD.name]))
     if problem := train_form.pk_batch_problem(loss, batch_size, pk_batch[train_form.PK_FIELD.name]):
         st.warning(problem, icon=":material/warning:")
-if info.has_class_weights and loss != "center" and scheme == "joint":
+if info.has_class_weights and loss != "center" and scheme == "scratch":
     st.caption("From scratch a margin loss may stay near chance for a while; if it does, fine-tune a CE "
                "checkpoint instead (training scheme above).")
 
@@ -184,9 +217,12 @@ trained = "the checkpoint being fine-tuned" if scheme == "sequential" else SOURC
 st.caption(train_form.recipe_summary(recipes[st.session_state["train.recipe"]], spec, trained))
 with st.expander("The ConvNeXt recipe from the course, and how it was scaled to LFW-64"):
     st.table(convnext_table(recipes.get(CONVNEXT_RECIPE)))
+    st.caption(train_notes.RANDAUGMENT_NOTE)
 values: dict = dict(pk_batch)
 for group_name, group_items in train_form.GROUPS.items():
     render_group(group_name, group_items, values, fallback, info, model)
+if (gpus := train_form.gpu_count()) > 1:
+    values[train_form.GPUS_FIELD.name] = widget(train_form.gpus_field(gpus), st, fallback)
 if values.get("channels_last") and (crash_note := channels_last_warning(spec)):
     st.warning(crash_note, icon=":material/warning:")
 st.info(train_form.step_facts(facts["images"], values), icon=":material/calculate:")

@@ -17,6 +17,7 @@ from lib.base import config as paths
 from lib.data.augment import DEFAULT_PIPELINE, validate_pipeline
 from lib.data.transforms import BATCH_MIXES
 from lib.losses.registry import LOSSES, validate_params
+from lib.model.limits import check_training
 from lib.model.presets import PRESETS
 from lib.model.spec import ModelSpec
 from lib.store.meta import META_FILE
@@ -25,6 +26,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+JOINT_METRICS = ("none", "center")  # metric terms lib/train/step.py joint_loss adds to the loss
 SUBSET_KEYS = ("classes", "images", "pairs")
 
 
@@ -43,6 +45,10 @@ class TrainConfig:
     augment: list = field(default_factory=lambda: copy.deepcopy(DEFAULT_PIPELINE))
     loss: str = "ce"
     loss_params: dict = field(default_factory=dict)  # besides label_smoothing (below)
+    # The course's joint training: (1 - joint_weight) x the loss above + joint_weight x a metric term,
+    # trained together from the first step (the course's example: 0.7 x CE + 0.3 x center loss).
+    joint_metric: str = "none"  # "none": the loss alone; "center": add the center term
+    joint_weight: float = 0.3
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9  # SGD momentum; AdamW's beta1
@@ -74,6 +80,10 @@ class TrainConfig:
     subset: dict = field(default_factory=dict)  # {"classes": N, "images": N, "pairs": N}: quick runs
     eval_flip: bool = False  # verification embeddings also from the mirrored face
     resume_every_s: float = 300.0  # also save resume state mid-epoch this often (0: after every step)
+    # One job across several processes (DDP under torchrun): one per GPU, or gloo processes on the CPU.
+    # batch_size stays the global batch; each process trains on batch_size / gpus_per_job of it.
+    gpus_per_job: int = 1
+    sync_batchnorm: bool = False  # with gpus_per_job > 1: BatchNorm statistics over the global batch
 
     def to_dict(self) -> dict:
         return copy.deepcopy(dataclasses.asdict(self))
@@ -111,6 +121,7 @@ class TrainConfig:
         if not isinstance(self.loss_params, dict):
             raise ValueError(f"loss_params: must be an object of parameter values, got {self.loss_params!r}")
         _prefixed("loss_params", validate_params, self.loss, self.effective_loss_params())
+        _check_choice("joint_metric", self.joint_metric, JOINT_METRICS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("mix", self.mix, tuple(BATCH_MIXES))
@@ -119,6 +130,9 @@ class TrainConfig:
         self._validate_numbers()
         self._validate_combinations()
         self.check_pk_batches()
+        # Last, with the batch size known: a model whose batch would exhaust a shared host is
+        # refused here, so the Train page, the queue and the CLI all refuse it before a job starts.
+        check_training(self.spec(), self.batch_size)
         return self
 
     def _validate_numbers(self) -> None:
@@ -130,6 +144,7 @@ class TrainConfig:
         _check_int("epochs", self.epochs, 1, 10_000)
         _check_int("batch_size", self.batch_size, 2, 4096)
         _check_number("label_smoothing", self.label_smoothing, 0.0, 0.5)
+        _check_number("joint_weight", self.joint_weight, 0.0, 1.0)
         _check_number("ema_decay", self.ema_decay, 0.5, 0.99999)
         if self.drop_path_rate is not None:
             _check_number("drop_path_rate", self.drop_path_rate, 0.0, 0.9)
@@ -139,7 +154,8 @@ class TrainConfig:
         _check_int("workers", self.workers, 0, 64)
         _check_int("threads", self.threads, 0, 1024)
         _check_number("resume_every_s", self.resume_every_s, 0.0, 1e7)
-        for flag in ("nesterov", "ema", "channels_last", "eval_flip"):
+        _check_int("gpus_per_job", self.gpus_per_job, 1, 64)
+        for flag in ("nesterov", "ema", "channels_last", "eval_flip", "sync_batchnorm"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag}: {getattr(self, flag)!r} is not true or false")
         _check_text("pairs_file", self.pairs_file)
@@ -150,9 +166,18 @@ class TrainConfig:
             _check_int(f"subset.{key}", value, 0, 10**9)
 
     def _validate_combinations(self) -> None:
+        if self.joint_metric != "none" and self.loss in ("center", "triplet"):
+            raise ValueError(f"joint_metric: the {self.loss!r} loss already adds a metric term to CE; set joint_metric "
+                             f"to 'none', or use loss 'ce' with joint_metric {self.joint_metric!r}")
+        if self.joint_metric != "none" and self.mix != "none":
+            raise ValueError(f"mix: {self.mix!r} makes soft labels, but the joint {self.joint_metric} term needs one "
+                             f"class per image; set mix to 'none' or joint_metric to 'none'")
         if self.mix != "none" and LOSSES[self.loss].needs_hard_labels:
             raise ValueError(f"mix: {self.mix!r} makes soft labels, but the {self.loss!r} loss needs one class "
                              f"per image; set mix to 'none' or use the 'ce' loss")
+        if self.batch_size % self.gpus_per_job:
+            raise ValueError(f"gpus_per_job: the batch of {self.batch_size} images is split over {self.gpus_per_job} "
+                             f"processes, so it must be a multiple of {self.gpus_per_job}")
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
         if not isinstance(self.init_from, str):
@@ -179,6 +204,9 @@ class TrainConfig:
             nearest = " or ".join(str(n * k) for n in (p, p + 1) if n >= 2)
             raise ValueError(f"batch_size: {self.batch_size} is not a multiple of images_per_identity K = {k}, "
                              f"but a {self.loss!r} batch is P identities x K images: use {nearest}")
+        if self.gpus_per_job > 1 and (p % self.gpus_per_job or p // self.gpus_per_job < 2):
+            raise ValueError(f"gpus_per_job: each of the {self.gpus_per_job} processes draws its own batch of P / "
+                             f"{self.gpus_per_job} identities (P = {p}), which must be a whole number >= 2")
         if p < 2:
             raise ValueError(f"identities_per_batch: P = {p} identity per batch (batch_size {self.batch_size} / "
                              f"K = {k}), but the {self.loss!r} loss needs other identities in the batch too: "

@@ -11,6 +11,7 @@ from torch import nn
 
 from lib.data.augment import BatchMix, batch_mix
 from lib.eval.metrics import is_collapsed
+from lib.losses.margins import LossOutput, hard_targets
 from lib.model.net import FaceNet
 from lib.train.ema import ModelEma
 
@@ -106,6 +107,38 @@ class StepResult:
     loss: float
     correct: float  # top-1 hits (weighted by the predicted class's share with mixed targets)
     images: int
+
+
+class JointLoss(nn.Module):
+    """The course's joint objective: (1 - w) x the run's loss + w x the center term, trained together
+    from the first step (the course's example: 0.7 x CE + 0.3 x center). The center term is
+    (1/2B) sum_i ||x_i - c_{y_i}||^2 over the batch; the centers c are parameters of this module, so
+    the optimizer trains them and checkpoints and resume keep them with the run's loss."""
+
+    def __init__(self, main: nn.Module, weight: float, embedding_dim: int, num_classes: int):
+        super().__init__()
+        self.main, self.weight = main, float(weight)
+        self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim))
+
+    def metric_term(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (embeddings.float() - self.centers[labels]).pow(2).sum(dim=1).mean()
+
+    def forward(self, embeddings, logits, targets) -> LossOutput:
+        output = self.main(embeddings, logits, targets)
+        labels = hard_targets(targets, "The joint center term")
+        loss = (1 - self.weight) * output.loss + self.weight * self.metric_term(embeddings, labels)
+        return LossOutput(loss=loss, logits=output.logits)
+
+
+def joint_loss(main: nn.Module, metric: str, weight: float, embedding_dim: int, num_classes: int) -> nn.Module:
+    """The module a run trains with: ``main`` (built from TrainConfig.loss) alone when ``metric`` is
+    "none", else the course's joint objective with ``metric`` weighted by ``weight``
+    (TrainConfig.joint_metric and joint_weight)."""
+    if metric == "none":
+        return main
+    if metric == "center":
+        return JointLoss(main, weight, embedding_dim, num_classes)
+    raise ValueError(f"joint_metric: {metric!r} is not one of none, center")
 
 
 def make_mixer(mix: str, alpha: float, num_classes: int) -> BatchMix | None:

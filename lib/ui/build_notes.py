@@ -7,6 +7,7 @@ the page puts each note next to the number or picture it explains.
 from __future__ import annotations
 
 from lib.model.profile import PartProfile, Profile, human
+from lib.model.spec import ModelSpec
 from lib.ui.build_view import has_shortcut
 
 BLOCK_NOTES = {
@@ -27,12 +28,28 @@ BLOCK_NOTES = {
     "convnext": ("7x7 depthwise -> LayerNorm -> 1x1 (x4) -> GELU -> 1x1, x layer scale, + input",
                  "**8 · ConvNeXt block.** Against MobileNetV2: a 7x7 instead of 3x3 kernel, spatial mixing "
                  "(depthwise) *before* channel mixing, expansion 4 instead of 6, LayerNorm instead of BatchNorm, "
-                 "and one norm and one activation per block instead of three. Downsampling is a separate 2x2, "
-                 "stride-2 conv."),
+                 "and one norm and one activation per block where MobileNetV2's has three BatchNorms and two "
+                 "activations (one after the expansion, one after the depthwise conv; its projection is "
+                 "linear). Downsampling is a separate 2x2, stride-2 conv. The course recommends BatchNorm for "
+                 "this homework anyway: set these stages' norm to batch."),
     "dwsep": ("3x3 depthwise -> BN -> ReLU -> 1x1 pointwise -> BN -> ReLU",
               "**3 · Depthwise-separable (MobileNetV1).** First filter each of the M channels with its own KxK "
               "kernel (M·K² weights), then mix channels with a 1x1 conv (N·M): N·M + M·K² instead of N·M·K²."),
 }
+
+
+def layernorm_advice(spec: ModelSpec, how: str = "set **Norm** to batch in those stages below") -> str:
+    """The course's advice where a model's blocks normalise with LayerNorm (ConvNeXt's choice): use
+    BatchNorm for this homework; ``how`` says how to follow it where the advice is shown. '' when no
+    stage uses LayerNorm."""
+    stages = [str(index + 1) for index, stage in enumerate(spec.stages) if stage.block_options().get("norm") == "layer"]
+    if not stages:
+        return ""
+    return (f":material/lightbulb: **The course recommends BatchNorm for this homework, ConvNeXt included.** "
+            f"This model uses LayerNorm, the ConvNeXt paper's choice, in stage{'s' * (len(stages) > 1)} "
+            f"{', '.join(stages)}. LayerNorm normalises each image on its own (transformers, tiny batches); "
+            "BatchNorm normalises each channel over the batch, and HW2P2's batches are large enough for it. "
+            f"To follow the advice, {how}.")
 
 
 def concept_notes(result: Profile, stage_index: int, budget: int) -> dict[int, str]:

@@ -4,13 +4,20 @@ the page only places them.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lib.data.datasets import NotAnImage, declared_size, list_identities, list_images
 from lib.model.blocks import BLOCKS, bottleneck_width
 from lib.model.counting import Tally
+from lib.model.presets import FACE_PRESETS, PRESETS
 from lib.model.profile import PartProfile, Profile, StageProfile, count_block, human, shape_text
-from lib.model.spec import StageSpec
+from lib.model.spec import ModelSpec, StageSpec
+
+HEADER_BYTES = 2**20  # a face image's header (and a JPEG's EXIF before it) lies well within the first MiB
 
 COLORS = {"stem": "#8c8c8c", "head": "#b07aa1", "conv": "#4e79a7", "basic": "#4e79a7", "bottleneck": "#59a14f",
           "inverted_residual": "#f28e2b", "convnext": "#e15759", "dwsep": "#76b7b2"}
@@ -140,3 +147,27 @@ def has_shortcut(block: str, in_chs: int, out_chs: int, stride: int) -> bool:
 def _block_cost(stage: StageSpec, in_shape: tuple[int, ...]) -> tuple[int, int]:
     tally = count_block(Tally(in_shape[0], in_shape[1]), stage, first=True)
     return tally.params, tally.macs
+
+
+def dataset_image_size(root: str | Path) -> int:
+    """The side of a data set's training images, read from the header of its first image (the
+    HW2P2 faces are square, and the loader resizes any other size to the first one's); 0 when
+    there is no readable image."""
+    train = Path(root) / "cls_data" / "train"
+    for identity in list_identities(train)[:3]:  # an identity folder with no readable image is skipped
+        for entry in list_images(train / identity)[:1]:
+            try:
+                with open(entry.path, "rb") as handle:
+                    height, width = declared_size(handle.read(HEADER_BYTES))
+            except (OSError, NotAnImage):
+                continue
+            return int(max(height, width))
+    return 0
+
+
+def size_for_data(spec: ModelSpec, side: int) -> ModelSpec:
+    """The spec with the data set's image size as its input size, so parameters, MACs and shapes are
+    those of the images it will see. ImageNet presets keep 224, so their counts still match
+    torchvision's; an unreadable data set (side 0) changes nothing."""
+    imagenet = spec.name in PRESETS and spec.name not in FACE_PRESETS
+    return spec if imagenet or side < 8 else replace(spec, input_size=int(side))

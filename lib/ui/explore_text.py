@@ -42,10 +42,12 @@ LESSONS: dict[int, tuple[str, str]] = {
          "everywhere on the sphere (a geodesic distance), the cleanest geometry of the three and the usual "
          "first choice."),
     31: ("Joint vs sequential training",
-         "**Joint**: train with the margin loss from the start. **Sequential**: train with cross-entropy "
-         "first, then fine-tune with the margin loss, its class weights started from the CE classifier. A "
-         "large margin from scratch can stall (the target never wins, so the gradients point nowhere "
-         "useful); starting from CE features avoids that."),
+         "**Joint** (the course's word): one loss from the start that adds a weighted metric term to "
+         "cross-entropy, e.g. 0.7 × CE + 0.3 × center loss: CE keeps the identities apart while the metric term "
+         "pulls each one tight. **Sequential**: train with cross-entropy first, then fine-tune with the margin "
+         "loss, its class weights started from the CE classifier. A large margin alone, from scratch, can stall "
+         "(the target never wins, so the gradients point nowhere useful); the CE term of a joint loss, or CE "
+         "features to start from, avoid that."),
     32: ("Saliency",
          "A saliency map shows which pixels move a chosen output. For a class, that output is the class score; "
          "for a verification pair it is the cosine similarity of the two embeddings, attributed to each face "
@@ -57,6 +59,20 @@ LESSONS: dict[int, tuple[str, str]] = {
          "rebuild the network, the training config, class names, metrics and normalization. Weights saved "
          "from nn.DataParallel carry a `module.` prefix on every name; FaceLab strips it on load."),
 }
+
+
+# Beside the nearest faces of a face on the Embeddings page (the TensorBoard Projector's idea).
+NEIGHBOURS = ("**What to look for:** in a good face embedding the nearest faces of a photo are other photos "
+              "of the same person, at a high cosine, and the first stranger comes clearly lower: that gap is "
+              "what a verification threshold uses. Features trained only to separate the training classes "
+              "(cross-entropy) often bring in strangers with the same pose, lighting or background instead; "
+              "an untrained network ranks mostly by such image statistics.")
+
+
+# Beside "Embeddings over time" on the Embeddings page (curriculum items 24, 30, 31).
+OVER_TIME = ("**What to look for:** press play and watch each color gather: a discriminative loss (ArcFace, "
+             "above all when fine-tuning from cross-entropy) pulls the same identity together (its cosine rises) "
+             "and keeps the others apart, so the gap between the two numbers widens epoch by epoch.")
 
 
 def lesson(number: int) -> tuple[str, str]:

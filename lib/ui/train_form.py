@@ -37,7 +37,8 @@ GROUPS: dict[str, tuple[Field, ...]] = {
         Field("optimizer", "Optimizer", "choice", "SGD with momentum (course default for HW2P2) or AdamW "
               "(ConvNeXt's choice).", choices=("sgd", "adamw")),
         Field("lr", "Learning rate", "float", "Peak rate, reached after the warm-up.", 1e-5, 2.0, 1e-4),
-        Field("momentum", "Momentum (AdamW: β1)", "float", "Share of the previous update kept.", 0.0, 0.999, 0.01),
+        Field("momentum", "Momentum (β1)", "float", "Share of the previous update kept (AdamW: its β1).", 0.0,
+              0.999, 0.01),
         Field("nesterov", "Nesterov", "bool", "Look-ahead momentum for SGD.", shown_if=("optimizer", "sgd")),
         Field("weight_decay", "Weight decay", "float", "Pulls weights toward 0 (not biases or norm scales).",
               0.0, 0.5, 1e-4),
@@ -82,7 +83,22 @@ GROUPS: dict[str, tuple[Field, ...]] = {
 PK_FIELD = Field("images_per_identity", "Images per identity (K)", "int",
                  "K images of each identity in every batch; the batch then holds P = batch size / K identities.",
                  2, 32, 1)
-FIELDS: dict[str, Field] = {f.name: f for group in GROUPS.values() for f in group} | {PK_FIELD.name: PK_FIELD}
+# Shown only on a machine with several GPUs (gpu_count() > 1): one job trained across them (DDP).
+GPUS_FIELD = Field("gpus_per_job", "GPUs per job", "int", "Train one job on several GPUs at once "
+                   "(DistributedDataParallel): each GPU trains on batch size / N images of every batch, "
+                   "so the batch size stays the same.", 1, 8, 1)
+FIELDS: dict[str, Field] = ({f.name: f for group in GROUPS.values() for f in group} | {PK_FIELD.name: PK_FIELD}
+                            | {GPUS_FIELD.name: GPUS_FIELD})
+
+
+def gpu_count() -> int:
+    import torch
+    return torch.cuda.device_count()
+
+
+def gpus_field(gpus: int) -> Field:
+    """The GPUs-per-job input for a machine with ``gpus`` GPUs."""
+    return replace(GPUS_FIELD, high=gpus)
 PK_WHY = {
     "triplet": "Batch-hard mining needs positives in the batch: each image is compared with the farthest image "
                "of its own identity and the nearest of another, and random batches over hundreds of identities "
@@ -104,12 +120,14 @@ DROPOUT_LESSON = (
     "numbers are therefore measured on slightly different networks.")
 RECIPE_MODEL = "The recipe's model"
 SCHEMES = {
-    "joint": "From scratch (joint)",
+    "scratch": "From scratch",
     "sequential": "Fine-tune a checkpoint (sequential)",
 }
 SCHEME_LESSON = (
-    "**Joint** training optimises one objective from the start: cross-entropy plus a weighted metric term "
-    "(center, triplet) or a margin head. **Sequential** training first learns separable features with plain "
+    "**From scratch** starts from random weights and trains with the loss of section 3 from the first step. "
+    "**Joint** training, in the course's sense, is one such loss: cross-entropy plus a weighted metric term "
+    "trained together (the course's example: 0.7 × CE + 0.3 × center or triplet; the center and triplet "
+    "losses below add their term to CE). **Sequential** training first learns separable features with plain "
     "cross-entropy, then fine-tunes that checkpoint with a margin loss; its class weights start from the CE "
     "classifier. Margin losses trained from scratch can stall near chance, and fine-tuning is the usual remedy.")
 
@@ -217,7 +235,7 @@ def recipe_state(recipe: Recipe, checkpoints: list[tuple[str, Path]]) -> tuple[d
     state["train.loss"] = recipe.config.get("loss", "ce")
     init_from = recipe.config.get("init_from", "")
     checkpoint = checkpoint_choice(init_from, checkpoints)
-    state["train.scheme"] = "sequential" if checkpoint else "joint"
+    state["train.scheme"] = "sequential" if checkpoint else "scratch"
     note = "" if checkpoint or not init_from else (
         f"This recipe fine-tunes `{init_from}`, which is not here yet: train that checkpoint first. "
         "Until then the run starts from scratch.")
@@ -237,6 +255,34 @@ def checkpoint_choice(init_from: str, found: list[tuple[str, Path]]) -> str | No
     wanted = Path(init_from).expanduser()
     wanted = (wanted if wanted.is_absolute() else config.PROJECT_ROOT / wanted).resolve()
     return next((label for label, folder in found if Path(folder).resolve() == wanted), None)
+
+
+def checkpoint_values(folder: Path, fallback: dict) -> tuple[dict, str]:
+    """The settings for fine-tuning the checkpoint in ``folder``, and where they came from: those its
+    run trained with (the run folder's config.json) where a widget can show them, else ``fallback``
+    (the recipe's). A demo checkpoint has no run folder: the recipe's settings then."""
+    from lib.store.run_folder import BEST_DIR, LAST_DIR, RunFolder
+    folder = Path(folder)
+    saved = RunFolder(folder.parent).train_config() if folder.name in (BEST_DIR, LAST_DIR) else {}
+    values, taken = dict(fallback), 0
+    for name, value in saved.items():
+        if name in FIELDS and name in values and (typed := widget_value(FIELDS[name], value)) is not None:
+            values[name], taken = typed, taken + 1
+    return values, ("those its run trained with" if taken else "the recipe's (section 4)")
+
+
+def widget_value(item: Field, value):
+    """``value`` as ``item``'s widget holds it, or None when the widget cannot show it (a wrong type,
+    a number out of its range, an unknown choice): a saved file never puts a widget out of bounds."""
+    if item.kind == "choice":
+        return value if value in item.choices else None
+    if item.kind == "bool":
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not item.low <= value <= item.high:
+        return None
+    if item.kind == "int":
+        return int(value) if float(value).is_integer() else None
+    return float(value)
 
 
 def is_shown(item: Field, values: dict) -> bool:
