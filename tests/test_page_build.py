@@ -50,8 +50,9 @@ def test_changing_a_stage_depth_changes_the_parameter_count(app):
 def test_block_type_shows_only_its_options(app):
     app.selectbox(key="build.stage0.block").set_value("inverted_residual").run()
     keys = {widget.key for widget in [*app.number_input, *app.selectbox]}
-    assert {"build.stage0.expansion", "build.stage0.kernel_size", "build.stage0.se_ratio"} <= keys
-    assert "build.stage0.groups" not in keys and "build.stage0.norm" not in keys
+    assert {"build.stage0.expansion", "build.stage0.kernel_size", "build.stage0.se_ratio", "build.stage0.norm",
+            "build.stage0.drop_block"} <= keys
+    assert "build.stage0.groups" not in keys and "build.stage0.layer_scale" not in keys
     assert app.number_input(key="build.stage0.expansion").value == 6.0  # the block's own default
     assert shown_params(app) == f"{count_params(edit.change_block(FACE, 0, 'inverted_residual')):,}"
     app.selectbox(key="build.stage0.block").set_value("bottleneck").run()

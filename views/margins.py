@@ -100,7 +100,7 @@ with st.form("margins.toy_form"):
                       horizontal=True)
     schedule = left.radio("Schedule", margin_toy.SCHEDULES, index=1, key="margins.toy_schedule", horizontal=True,
                           help="sequential: cross-entropy for the first half, then the margin loss. "
-                               "Try joint: in 2-D a margin from scratch often stalls with classes stuck.")
+                               "Try from scratch: in 2-D a margin from scratch often stalls with classes stuck.")
     identities = right.slider("Identities", 3, 8, 6, key="margins.toy_identities")
     steps = right.select_slider("Training steps", [100, 200, 300, 600, 1000], 300, key="margins.toy_steps")
     # The full width of the form: four loss tags stay readable side by side.
@@ -110,8 +110,8 @@ with st.form("margins.toy_form"):
 
 if mode.startswith("SphereFace"):
     jobs = [("sphereface", {"m": m}, f"SphereFace m={m}") for m in (1, 2, 3, 4)]
-    schedule = "joint"  # SphereFace's own lambda annealing is its warm start
-    st.caption("SphereFace trains joint here: its lambda starts large (plain softmax) and decays, which is its "
+    schedule = "scratch"  # SphereFace's own lambda annealing is its warm start
+    st.caption("SphereFace trains from scratch here: its lambda starts large (plain softmax) and decays, which is its "
                "own way of starting easy. Watch the spread within each class shrink as m grows.")
 else:
     jobs = [(name, {}, _short_title(name)) for name in losses]

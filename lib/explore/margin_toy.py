@@ -8,8 +8,8 @@ registry. In 2-D one can *see* what a loss does: cross-entropy spreads classes
 as long radial petals (separable), margin losses squeeze each class into a
 narrow angular sector with empty gaps between them (discriminative).
 
-Two ways to train with a margin loss are offered, as in the course:
-"joint" (the loss from the first step) and "sequential" (cross-entropy first,
+Two ways to train with a margin loss are offered:
+"scratch" (the margin loss from the first step) and "sequential" (cross-entropy first,
 then the margin head, initialised from the classifier's weights).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from lib.data.datasets import load_split
 from lib.losses.registry import LOSSES, build_loss
 
 TOY_LOSSES = ("ce", "sphereface", "cosface", "arcface", "center", "triplet")
-SCHEDULES = ("joint", "sequential")
+SCHEDULES = ("scratch", "sequential")
 MARGIN_HEADS = ("sphereface", "cosface", "arcface")
 
 # In two dimensions a scale of 30 makes the softmax saturate at once; 10 trains
@@ -145,7 +145,7 @@ def _steps(net, loss_module, data, steps, generator, record) -> None:
 
 
 def train_toy(data: ToyData, loss: str, params: dict | None = None, steps: int = 300,
-              schedule: str = "joint", seed: int = 0) -> ToyRun:
+              schedule: str = "scratch", seed: int = 0) -> ToyRun:
     """Train a ToyNet on ``data`` with ``loss``; "sequential" spends the first half on CE and
     then switches to the loss, its class weights started from the CE classifier."""
     params = toy_params(loss, params)
