@@ -167,3 +167,37 @@ def test_classes_follow_the_data_set_in_the_sidebar(tmp_path):
     page.run()
     assert page.number_input(key="build.num_classes").value == 7
     assert any("to the 5 identities of five, not to 7" in c.value for c in page.caption)
+
+
+def _graphviz_sources(page: AppTest) -> list[str]:
+    return [element.proto.spec for element in page.get("graphviz_chart")]
+
+
+def test_the_second_look_draws_counts_and_compares(app):
+    sources = _graphviz_sources(app)
+    assert len(sources) == 4  # the network, the explained stage's block, and the slides' two blocks
+    assert "stage4" in sources[0] and "MACs per image" in sources[0]
+    assert "ConvNeXt block" in sources[3] and "MobileNetV2 inverted residual" in sources[2]
+    tables = [frame.value for frame in app.dataframe]
+    fields = next(t for t in tables if "receptive field" in t.columns)
+    assert list(fields["receptive field"]) == ["3x3 px", "7x7 px", "13x13 px", "25x25 px", "49x49 px"]
+    memory = next(t for t in tables if "MiB" in t.columns)
+    assert memory["MiB"].iloc[-1] == pytest.approx(memory["MiB"].iloc[:-1].sum(), abs=0.3)
+    presets = next(t for t in tables if "budget" in t.columns)
+    verdicts = dict(zip(presets["preset"], presets["budget"]))
+    assert verdicts["hw2p2_resnet50"] == "over" and verdicts["hw2p2_convnext_tiny"] == "fits"
+
+
+def test_the_drawing_follows_the_spec(app):
+    app.selectbox(key="build.stage1.block").set_value("convnext").run()
+    assert not app.exception
+    app.selectbox(key="build.explain").set_value(1).run()
+    block = _graphviz_sources(app)[1]
+    assert "ConvNeXt block" in block and "depthwise 7x7 conv" in block
+
+
+def test_the_memory_of_a_batch_grows_with_it(app):
+    first = next(t for t in (f.value for f in app.dataframe) if "MiB" in t.columns)
+    app.number_input(key="build.memory_batch").set_value(128).run()
+    second = next(t for t in (f.value for f in app.dataframe) if "MiB" in t.columns)
+    assert second["MiB"].iloc[3] > 1.9 * first["MiB"].iloc[3] and second["MiB"].iloc[0] == first["MiB"].iloc[0]

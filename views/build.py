@@ -8,7 +8,6 @@ import streamlit as st
 
 from lib.data.datasets import list_identities
 from lib.model import edit
-from lib.model.blocks import BLOCK_TITLES
 from lib.model.codegen import to_source
 from lib.model.presets import FACE_PRESETS, PRESETS
 from lib.model.profile import human, profile, shape_text
@@ -27,6 +26,7 @@ from lib.ui.build_view import (
     size_for_data,
 )
 from lib.ui.text import as_plain_markdown
+from views.build_parts import flops_conventions, key, second_look, widget
 from views.common import MODEL_SPEC_KEY, data_root, save_user_choices, show_error
 
 DRAFT, VALID = "build.draft", "build.valid"  # the spec being edited; the last one that was possible
@@ -38,10 +38,6 @@ ALTERNATIVE_COLUMNS = {  # short headers and rounded MACs: the table fits beside
     "MACs": st.column_config.NumberColumn("MACs", format="compact", help="Multiply-accumulates per image"),
     "vs this stage": st.column_config.TextColumn("vs this", help="Parameters relative to this stage's own block"),
     "shortcut": st.column_config.TextColumn("shortcut", help="Whether the block adds its input back (item 6)")}
-
-
-def key(field: str) -> str:
-    return f"build.{field}"
 
 
 def draft() -> ModelSpec:
@@ -111,43 +107,6 @@ def block_changed(index: int) -> None:
 
 def stem_changed() -> None:
     apply(edit.change_stem_kind, st.session_state[key("stem.kind")], drop="stem.kind")
-
-
-FORMATS = {"block": lambda block: BLOCK_TITLES[block],
-           "kind": lambda kind: {"conv": "conv (ResNet)", "patchify": "patchify (ConvNeXt)"}[kind]}
-
-
-def widget(container, name: str, info: edit.Field, **callback):
-    """One widget for one spec field, bound to its session-state key (the value lives there)."""
-    label, help_text, k = info.label, info.help or None, key(name)
-    if info.kind == "choice":
-        fmt = FORMATS.get(name.split(".")[-1], str)
-        return container.selectbox(label, info.choices, key=k, help=help_text, format_func=fmt, **callback)
-    if info.kind == "bool":
-        return container.checkbox(label, key=k, help=help_text, **callback)
-    cast = float if info.kind == "float" else int
-    return container.number_input(label, cast(info.low), cast(info.high), step=cast(info.step), key=k, help=help_text)
-
-
-@st.cache_data(show_spinner="Counting torchvision's ResNets ...")
-def course_resnet_table(convention: str) -> list[dict]:
-    """The course's table recounted, its numbers written out as the course writes them (1,814,073,344)."""
-    return [{name: f"{value:,}" if isinstance(value, int) else f"{value:.2f}" if isinstance(value, float) else value
-             for name, value in row.items()}
-            for row in flops_table.resnet_table(convention)]
-
-
-def flops_conventions() -> None:
-    """The switch between the course's "FLOPs" and FaceLab's, and the course's ResNet table recounted
-    (in a popover: a reference to open, not a wall of numbers)."""
-    row = st.columns([3, 2], vertical_alignment="bottom")
-    row[0].segmented_control("Count compute as", list(flops_table.CONVENTIONS), key=key("convention"),
-                             default="facelab", format_func=flops_table.CONVENTIONS.get,
-                             help="The MACs figure above, and the ResNet table, in either convention.")
-    with row[1].popover("The course's ResNet table, recounted", icon=":material/table:", width="stretch"):
-        st.markdown(flops_table.CONVENTION_NOTE)
-        st.table(course_resnet_table(st.session_state.get(key("convention")) or "facelab"))
-        st.caption(flops_table.TABLE_NOTE)
 
 
 # -- state: the draft from the widgets, and the last valid model ---------------------------------
@@ -306,6 +265,8 @@ with right:
     for item in (6, 10, 11, 12):
         st.markdown(notes[item])
 
+second_look(result, stage_index, budget)
+
 st.subheader("Use this model")
 valid = result.spec
 out = st.columns(3)
@@ -318,5 +279,6 @@ out[2].button("Use this model for training", type="primary", disabled=bool(error
               on_click=lambda: st.session_state.__setitem__(MODEL_SPEC_KEY, valid.to_dict()))
 if st.session_state.get(MODEL_SPEC_KEY) == valid.to_dict():
     st.success(f"The Train page will use this model ({valid.name}, {result.params:,} parameters).")
-with st.expander("Generated PyTorch code (standalone: needs only torch; loads FaceLab's weights)"):
+with st.expander("Generated PyTorch code (standalone: needs torch, and torchvision for DropBlock; loads FaceLab's "
+                 "weights)"):
     st.code(source, language="python", wrap_lines=True)

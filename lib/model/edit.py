@@ -51,15 +51,15 @@ STAGE_FIELDS: dict[str, Field] = {
     "depth": Field("Depth", "int", 1, 64, 1, help="Number of blocks in the stage."),
     "stride": Field("Stride", "choice", choices=(1, 2), help="2 halves the height and width (in the first block)."),
     **STAGE_OPTIONS,
-    "drop_path": Field("Stochastic depth", "float", 0.0, 0.9, 0.05,
-                       help="Training only: each block's residual branch is skipped for this share of the "
-                            "images. Shown: the model's rule (0 at the first block, growing to the model's rate "
-                            "at the last); change it to set this stage's own rate."),
+    "drop_path": Field("Drop path", "float", 0.0, 0.9, 0.05,
+                       help="Stochastic depth, in training only: each block's residual branch is skipped for "
+                            "this share of the images. Shown: the model's rule (0 at the first block, growing to "
+                            "the model's rate at the last); change it to set this stage's own rate."),
     "drop_block": Field("DropBlock", "float", 0.0, 0.5, 0.05,
                         help="Training only: zero square patches of the stage's output with this probability. "
                              "Neighbouring pixels carry the same information, so dropping single pixels "
                              "(dropout) hides little; dropping blocks makes the network look elsewhere."),
-    "drop_block_size": Field("DropBlock size", "int", 1, 15, 1, help="Side of each dropped square, in pixels "
+    "drop_block_size": Field("Block size", "int", 1, 15, 1, help="Side of each dropped square, in pixels "
                              "of the stage's output (the DropBlock paper uses 7 on ImageNet's 14x14 and 7x7 maps)."),
 }
 REGULARISATION = ("drop_path", "drop_block", "drop_block_size")
