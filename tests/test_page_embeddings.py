@@ -179,3 +179,32 @@ def test_inspector_upload_zip_and_bad_upload(world):
          ("meta.json", (run / "best/meta.json").read_bytes(), "application/json")]).run()
     assert not app.exception
     assert "pickled PyTorch file" in app.error[0].value
+
+
+def test_a_large_image_set_is_projected_from_a_fixed_sample(world, monkeypatch):
+    monkeypatch.setenv("FACELAB_PROJECTED_FACES", "30")
+    app = _app("embeddings.py", world)
+    app.session_state["embeddings.images"] = "verification"
+    app.run()
+    assert not app.exception
+    total = len(load_pairs(world["data"]).paths)
+    slider = app.select_slider(key="embeddings.sample")
+    assert slider.value == 30 and slider.options[-1] == f"{total:,}"
+    plotted = [trace for chart in app.get("plotly_chart") for trace in chart.proto.spec.split('"customdata"')[1:]]
+    assert plotted  # the scatter panels were drawn from the sample
+    caption = " ".join(c.value for c in app.caption)
+    assert f"Projected: 30 of {total:,} faces" in caption
+    assert not app.error
+
+
+def test_a_sample_keeps_its_order_and_its_faces():
+    from lib.explore.models import ImageChoice
+
+    images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 3, 2, 2).contiguous()
+    choice = ImageChoice("verification", images, np.arange(100) % 7, [f"p{i}" for i in range(7)],
+                         [f"ver_data/p{i % 7}_{i:04d}.jpg" for i in range(100)])
+    part, index = choice.sample(30)
+    assert len(index) == 30 == len(set(index.tolist())) and list(index) == sorted(index)
+    assert torch.equal(part.images[:, 0, 0, 0], torch.as_tensor(index, dtype=torch.uint8))
+    assert list(part.labels) == list(index % 7) and part.paths == [choice.paths[i] for i in index]
+    assert choice.sample(30)[1].tolist() == index.tolist() and choice.sample(500)[0] is choice

@@ -108,6 +108,20 @@ def max_image_pixels() -> int:
     return int(configured)
 
 
+PROJECTED_FACES_ENV = "FACELAB_PROJECTED_FACES"
+DEFAULT_PROJECTED_FACES = 5000  # UMAP takes about 20 s for this many on a CPU; more draws a blur
+
+
+def projected_faces() -> int:
+    """How many faces the Embeddings page projects and draws at first (a fixed sample of more)."""
+    configured = os.environ.get(PROJECTED_FACES_ENV, "").strip()
+    if not configured:
+        return DEFAULT_PROJECTED_FACES
+    if not (configured.isascii() and configured.isdigit()) or int(configured) < 1:
+        raise ValueError(f"{PROJECTED_FACES_ENV} must be a positive whole number of faces, got {configured!r}")
+    return int(configured)
+
+
 def data_cache_dir() -> Path:
     """Folder of the decoded data sets (FACELAB_DATA_CACHE_DIR; default .cache/data in the project).
     Deleting it is safe: each set is decoded again on its next load."""

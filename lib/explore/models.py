@@ -165,6 +165,18 @@ class ImageChoice:
     def fingerprint(self) -> str:
         return images_fingerprint(self.images)
 
+    def sample(self, limit: int, seed: int = 0) -> tuple["ImageChoice", np.ndarray]:
+        """At most ``limit`` of these images (all when there are fewer), chosen by a fixed seed and kept
+        in their order, with their indices here: projections and scatter plots of tens of thousands of
+        faces take minutes and show a blur, a sample of a few thousand shows the same structure."""
+        if limit <= 0 or len(self.labels) <= limit:
+            return self, np.arange(len(self.labels))
+        chosen = np.sort(np.random.default_rng(seed).choice(len(self.labels), size=limit, replace=False))
+        index = torch.as_tensor(chosen)
+        part = ImageChoice(self.kind, self.images[index], self.labels[chosen], self.names,
+                           [self.paths[i] for i in chosen])
+        return part, chosen
+
     def top_identities(self, count: int) -> list[int]:
         """The ``count`` identities with the most images here (ties by name)."""
         counts = np.bincount(self.labels, minlength=len(self.names))
@@ -198,7 +210,11 @@ def image_choice(root, kind: str) -> ImageChoice:
 # ----------------------------------------------------------------------------- embeddings
 
 def images_fingerprint(images: torch.Tensor) -> str:
-    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:32]
+    # Chunk by chunk, without a copy: a memory-mapped HW2P2 set is gigabytes (same digest as one update).
+    digest = hashlib.sha256()
+    for chunk in images.contiguous().split(1024):
+        digest.update(memoryview(chunk.numpy()))
+    return digest.hexdigest()[:32]
 
 
 def raw_embeddings(model: FaceNet, images: torch.Tensor, mean, std,
