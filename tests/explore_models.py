@@ -3,6 +3,7 @@ present, otherwise randomly initialised face presets (so the tests still run
 on a fresh clone before the demos are trained)."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -73,8 +74,6 @@ def make_mini_dataset(dest, identities: int = 8, pairs: int = 40):
     """A small copy of LFW-64 in the HW2P2 layout: the dev images of ``identities`` people with
     several dev images (train keeps one image each, for the class order), and the first ``pairs``
     lines of val_pairs.txt with their images. Real files, real decoding; a few seconds to embed."""
-    import shutil
-
     source = config.EMBEDDED_DATA
     dev_root = source / "cls_data" / "dev"
     people = sorted(p.name for p in dev_root.iterdir() if len(list(p.iterdir())) >= 3)[:identities]
@@ -156,3 +155,21 @@ def _register_jobs(runs_dir, jobs: list[tuple[str, str]], user: str = "alice") -
     with sqlite3.connect(queue.db_path) as conn:
         conn.executemany("INSERT INTO jobs (id, name, user, state, created) VALUES (?, ?, ?, 'done', ?)",
                          [(job_id, name, user, time.time()) for job_id, name in jobs])
+
+
+FOLDS = 4
+PAIRS = 40  # 20 same-person pairs, then 20 different-person pairs (the embedded file's order)
+
+
+def make_verification_only(dest, pairs: int = PAIRS, folds: int = FOLDS):
+    """LFW-64's first and last pairs with their images, each line given a fold (round robin, so every
+    fold holds both kinds of pair): ver_data/ and val_pairs.txt, nothing else."""
+    lines = (config.EMBEDDED_DATA / "val_pairs.txt").read_text().splitlines()
+    chosen = lines[:pairs // 2] + lines[-(pairs - pairs // 2):]
+    (dest / "ver_data").mkdir(parents=True)
+    for line in chosen:
+        for rel in line.split()[:2]:
+            shutil.copy(config.EMBEDDED_DATA / rel, dest / rel)
+    numbered = [f"{line} {index % folds + 1}" for index, line in enumerate(chosen)]
+    (dest / "val_pairs.txt").write_text("\n".join(numbered) + "\n")
+    return dest

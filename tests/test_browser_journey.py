@@ -32,6 +32,7 @@ from tests.browser_support import (
     set_number,
     wait_idle,
 )
+from tests.explore_models import make_verification_only
 from tests.job_cases import small_dataset
 
 JOB_TIMEOUT = 240
@@ -127,6 +128,16 @@ def explore(page) -> None:
         look(page, f"{number:02d}-{title.lower()}")
 
 
+def explore_pairs_only(page) -> None:
+    """A verification-only data set (LFW View 2's shape: ver_data + a pairs file with a fold
+    column): each Explore page opens on it, says what it cannot show, and shows no error."""
+    choose(page, "Data set", "lfw-pairs")
+    for number, title in enumerate(("Embeddings", "Saliency", "Inspect"), start=12):
+        open_page(page, title)
+        wait_idle(page, timeout=180)
+        look(page, f"{number:02d}-pairs-only-{title.lower()}")
+
+
 @contextlib.contextmanager
 def screenshot_on_failure(page):
     try:
@@ -139,6 +150,7 @@ def screenshot_on_failure(page):
 def test_a_newcomers_journey(tmp_path):
     require_chromium()
     data_root = small_dataset(tmp_path / "data" / "my-faces", identities=STUDENT_IDENTITIES, train_per=8)
+    make_verification_only(tmp_path / "data" / "lfw-pairs")
     env = {"FACELAB_DATA_ROOTS": str(data_root.parent), jobs.MAX_JOBS_ENV: "1"}
     with running_app(tmp_path / "runs", env=env) as server, chromium() as page, screenshot_on_failure(page):
         page.goto(server.url)
@@ -151,3 +163,4 @@ def test_a_newcomers_journey(tmp_path):
         launch_training(page)
         watch_the_run(page)
         explore(page)
+        explore_pairs_only(page)

@@ -20,28 +20,12 @@ from lib.data.report import check_dataset
 from lib.eval.metrics import embed, kfold_accuracy, pair_scores
 from lib.store.checkpoint import load_checkpoint
 from lib.ui.text import as_plain_markdown
-from tests.explore_models import demo_folders
+from tests.explore_models import FOLDS, PAIRS, demo_folders, make_verification_only
 from tests.synthetic_data import make_dataset
 
 PAGES = config.PROJECT_ROOT / "views"
-FOLDS = 4
-PAIRS = 40  # 20 same-person pairs, then 20 different-person pairs (the embedded file's order)
 
 needs_demos = pytest.mark.skipif(len(demo_folders()) < 4, reason="the demo checkpoints are not trained yet")
-
-
-def make_verification_only(dest, pairs: int = PAIRS, folds: int = FOLDS):
-    """LFW-64's first and last pairs with their images, each line given a fold (round robin, so every
-    fold holds both kinds of pair): ver_data/ and val_pairs.txt, nothing else."""
-    lines = (config.EMBEDDED_DATA / "val_pairs.txt").read_text().splitlines()
-    chosen = lines[:pairs // 2] + lines[-(pairs - pairs // 2):]
-    (dest / "ver_data").mkdir(parents=True)
-    for line in chosen:
-        for rel in line.split()[:2]:
-            shutil.copy(config.EMBEDDED_DATA / rel, dest / rel)
-    numbered = [f"{line} {index % folds + 1}" for index, line in enumerate(chosen)]
-    (dest / "val_pairs.txt").write_text("\n".join(numbered) + "\n")
-    return dest
 
 
 def make_seen_pairs(dest, people: int = 3):
