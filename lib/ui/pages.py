@@ -33,4 +33,6 @@ PAGES = (
              "The geometry of margin losses, and a toy that trains live in seconds."),
     PageInfo("views/inspect.py", "Inspect", ":material/folder_open:", "4 - Explore",
              "Open any checkpoint (or upload one): spec, counts, metrics, embeddings."),
+    PageInfo("views/leaderboard.py", "Leaderboard", ":material/leaderboard:", "5 - Submit",
+             "The class ranking on the hidden test pairs: public AUC for all, private for instructors."),
 )
