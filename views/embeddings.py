@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from lib.base import config
 from lib.eval import confidence, projection
 from lib.explore import metrics as explore_metrics
 from lib.explore import neighbours
@@ -14,8 +15,9 @@ from lib.ui import explore_figures as figs
 from lib.ui import explore_text
 from lib.ui.text import as_plain_markdown
 from views import explore_state as state
-from views.common import data_root, show_error
+from views.common import data_root, runs_dir, show_error
 from views.explore_ui import show_lesson
+from views.over_time_ui import over_time_section
 
 
 def _colored_slider(column, available: int) -> int:
@@ -133,11 +135,23 @@ if method == "umap" and not projection.umap_ready():
     _wait_for_umap()
 
 dim = 3 if view.startswith("3-D") else 2
+full_choice, projected = choice, config.projected_faces()
+if len(choice.labels) > projected:
+    steps = sorted({n for n in (projected, 2 * projected, 4 * projected) if n < len(choice.labels)} |
+                   {len(choice.labels)})
+    limit = st.select_slider("Faces to project", steps,
+                             key="embeddings.sample", format_func=lambda n: f"{n:,}",
+                             help="A fixed sample: projecting tens of thousands of faces takes minutes and draws "
+                                  "a blur. The metrics and nearest faces use every face.")
+    choice, sample = full_choice.sample(limit)
+    st.caption(f"Projected: {len(sample):,} of {len(full_choice.labels):,} faces, a fixed random sample.")
+else:
+    sample = np.arange(len(choice.labels))
 columns = st.columns(len(chosen))
 selected: list[int] = []
 with st.spinner(f"Projecting with {effective.upper()}..."):
     for index, (column, label) in enumerate(zip(columns, chosen)):
-        coords = projection.project(unit(raw[label]), effective, dim)
+        coords = projection.project(unit(raw[label][sample]), effective, dim)
         title = label  # the projection is named in the caption: panel titles stay short
         with column:
             if dim == 2:
@@ -160,7 +174,8 @@ if selected:
     st.image([choice.images[i].permute(1, 2, 0).numpy() for i in picks], width=64,
              caption=[_person(choice, i) for i in picks])
 show_lesson(24, expanded=False)
-neighbours_section(choice, raw, chosen, selected, by_count)
+neighbours_section(full_choice, raw, chosen, [int(sample[i]) for i in selected], by_count)  # every face again
+choice = full_choice
 
 st.header("Verification side by side")
 summaries = {label: state.summary(options[label], state.mtime(options[label]), label, root, kind) for label in chosen}
@@ -221,3 +236,4 @@ def threshold_section() -> None:
 
 st.header("Pick a threshold")
 threshold_section()
+over_time_section(runs_dir())

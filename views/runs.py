@@ -8,7 +8,7 @@ from lib.jobs import scheduler
 from lib.store.checkpoint import is_checkpoint
 from lib.store.run_folder import RunFolder
 from lib.ui import runs
-from lib.ui.run_plots import accuracy_vs_macs, lambda_figure, overlay, run_curves, sphereface_schedule
+from lib.ui.run_plots import accuracy_vs_macs, lambda_figure, overlay, run_curves, sphereface_schedule, step_curves
 from lib.ui.text import as_plain_html, as_plain_markdown
 from views import explore_state
 from views.common import data_root, runs_dir, show_error, user_name
@@ -139,6 +139,14 @@ def show_lambda(job: jobs.Job, rows: list[dict]) -> None:
                "The Margins page draws the margin zone at any lambda.")
 
 
+def step_chart(job: jobs.Job, steps: list[dict], rows: list[dict]) -> None:
+    """The run against the training step, live within the epoch, smoothed as chosen."""
+    smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="runs.smoothing",
+                          help="An exponential moving average, as in TensorBoard: 0 shows the raw values.")
+    st.plotly_chart(step_curves(steps, rows, smoothing), key=f"runs.curves.{job.id}")  # one chart either way
+    st.caption(runs.steps_caption(steps))
+
+
 @st.fragment(run_every=refresh)
 def job_detail(job_id: str) -> None:
     status = st.container()
@@ -150,22 +158,27 @@ def job_detail(job_id: str) -> None:
         return
     with status:
         show_status(job)
-    rows = RunFolder(job.run_dir).read_metrics()
+    folder = RunFolder(job.run_dir)
+    rows, steps = folder.read_metrics(), folder.read_steps()
     for warning in runs.run_warnings(rows):
         st.warning(warning, icon=":material/warning:")
     if rows:
         st.caption(f"After epoch {rows[-1].get('epoch')}, with the change since the epoch before:")
         for col, (label, value, delta) in zip(st.columns(4), runs.headline(rows)):
             col.metric(label, value, delta or None, delta_color="inverse" if label == "EER" else "normal")
+    if steps:
+        step_chart(job, steps, rows)
+    elif rows:  # a run from before steps.jsonl: one point per epoch
         st.plotly_chart(run_curves(rows), key=f"runs.curves.{job.id}")
+    if rows:
         st.caption("**Watch validation, not training.** Training accuracy is measured on augmented (and, with "
                    "MixUp/CutMix, blended) images, so it can sit below dev accuracy; when it climbs while dev "
                    "accuracy and verification AUC stall, the model memorises faces instead of learning features. "
                    "Verification (AUC up, EER down) is measured on identities never seen in training: the real goal.")
         show_lambda(job, rows)
-    elif job.state in ACTIVE:
-        st.info("Curves appear after the first epoch (each point is one epoch, measured on the dev split and the "
-                "verification pairs).", icon=":material/hourglass_top:")
+    elif job.state in ACTIVE and not steps:
+        st.info("Training curves appear after the first few steps; dev and verification metrics after each "
+                "epoch (measured on the dev split and the verification pairs).", icon=":material/hourglass_top:")
     with st.expander("Log (last lines)", expanded=job.state == "running" and not rows):
         st.code(RunFolder(job.run_dir).log_tail() or "(empty so far)", language=None)
 

@@ -7,6 +7,9 @@ from the app gets DIR = runs/<job id> (lib/jobs/queue.py):
     DIR/config.json       the TrainConfig (and run name) the engine started this folder with
     DIR/log.txt           stdout and stderr of the training process, appended by each launch
     DIR/metrics.jsonl     one JSON object per finished epoch
+    DIR/steps.jsonl       one JSON object every few training steps (loss, accuracy, lr, speed)
+    DIR/probes.json       the probe images (dev paths and identities) embedded after every epoch
+    DIR/probes/epoch_0003.npy   their L2-normalized embeddings after epoch 3, float32 [N, D]
     DIR/progress.json     status for the Runs page, rewritten atomically every few seconds
     DIR/last/ DIR/best/   checkpoints (lib/store/checkpoint.py): the latest epoch, the best AUC
     DIR/resume/state.pt   model, loss, optimizer, scheduler, scaler, EMA, RNG states, epoch, step
@@ -29,9 +32,10 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import torch
 
-from lib.base.files import atomic_torch_save, atomic_write_json, atomic_write_text
+from lib.base.files import atomic_save_npy, atomic_torch_save, atomic_write_json, atomic_write_text
 from lib.model.presets import PRESETS
 from lib.store.meta import peek_meta
 
@@ -44,6 +48,12 @@ PROGRESS_FILE = "progress.json"
 LAST_DIR = "last"
 BEST_DIR = "best"
 RESUME_FILE = "resume/state.pt"
+STEPS_FILE = "steps.jsonl"
+PROBES_FILE = "probes.json"
+PROBES_DIR = "probes"
+# steps.jsonl never holds more lines than this (the engine writes at most about half as many):
+# a reader stops there, so a damaged or foreign file cannot make a page slow.
+MAX_STEP_RECORDS = 5000
 
 
 def parse_metrics(text: str) -> list[dict]:
@@ -58,6 +68,21 @@ def parse_metrics(text: str) -> list[dict]:
         if isinstance(record, dict):
             by_epoch[record.get("epoch", len(by_epoch))] = record
     return [by_epoch[key] for key in sorted(by_epoch, key=_epoch_order)]
+
+
+def parse_steps(text: str) -> list[dict]:
+    """The records of a steps.jsonl text with a whole-number "step", in step order, at most
+    MAX_STEP_RECORDS; a line cut short by a crash or without a step is skipped, and a step recorded
+    twice keeps its latest record."""
+    by_step: dict[int, dict] = {}
+    for line in text.splitlines()[:MAX_STEP_RECORDS]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            by_step[record["step"]] = record
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def _epoch_order(epoch) -> float:
@@ -103,6 +128,9 @@ class RunFolder:
         self.last = self.folder / LAST_DIR
         self.best = self.folder / BEST_DIR
         self.resume_file = self.folder / RESUME_FILE
+        self.steps_file = self.folder / STEPS_FILE
+        self.probes_file = self.folder / PROBES_FILE
+        self.probes_dir = self.folder / PROBES_DIR
         self._progress_written = 0.0
 
     @property
@@ -193,6 +221,70 @@ class RunFolder:
     def align_metrics(self, records: list[dict]) -> None:
         """Make metrics.jsonl hold exactly ``records`` (the epochs the resume state has finished)."""
         atomic_write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in records))
+
+    # -- steps ------------------------------------------------------------------------------
+    def read_steps(self) -> list[dict]:
+        """The step records (see parse_steps); [] for a run without the file (older runs)."""
+        try:
+            return parse_steps(self.steps_file.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return []
+
+    def append_steps(self, records: list[dict]) -> None:
+        if records:
+            with open(self.steps_file, "a", encoding="utf-8") as handle:
+                handle.write("".join(json.dumps(record) + "\n" for record in records))
+
+    def align_steps(self, step: int) -> int:
+        """Keep only the records up to ``step`` (a resumed run re-does the steps after its resume
+        state, which would record them twice); returns how many are kept."""
+        kept = [record for record in self.read_steps() if record["step"] <= step]
+        atomic_write_text(self.steps_file, "".join(json.dumps(record) + "\n" for record in kept))
+        return len(kept)
+
+    # -- probe embeddings -------------------------------------------------------------------
+    def write_probe_index(self, paths: list[str], identities: list[str]) -> None:
+        atomic_write_json(self.probes_file, {"paths": list(paths), "identities": list(identities)})
+
+    def read_probe_index(self) -> dict:
+        """{"paths": [...], "identities": [...]} of the probe images, {} when missing or unusable."""
+        index = _read_object(self.probes_file)
+        paths, identities = index.get("paths"), index.get("identities")
+        if not isinstance(paths, list) or not isinstance(identities, list) or len(paths) != len(identities):
+            return {}
+        return {"paths": [str(p) for p in paths], "identities": [str(i) for i in identities]}
+
+    def probe_file(self, epoch: int) -> Path:
+        return self.probes_dir / f"epoch_{epoch:04d}.npy"
+
+    def save_probe_embeddings(self, epoch: int, embeddings) -> None:
+        self.probes_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_npy(self.probe_file(epoch), np.asarray(embeddings, dtype=np.float32))
+
+    def read_probe_embeddings(self) -> dict[int, np.ndarray]:
+        """Epoch -> probe embeddings [N, D] for every epoch saved; a file that cannot be read, or of
+        another shape than the first, is left out."""
+        found: dict[int, np.ndarray] = {}
+        for path in sorted(self.probes_dir.glob("epoch_*.npy")) if self.probes_dir.is_dir() else []:
+            try:
+                epoch, values = int(path.stem.split("_")[1]), np.load(path, allow_pickle=False)
+            except (OSError, ValueError, IndexError):
+                continue
+            first = next(iter(found.values()), values)
+            if values.ndim == 2 and values.shape == first.shape:
+                found[epoch] = values
+        return found
+
+    def align_probes(self, epoch: int) -> None:
+        """Remove the probe embeddings of epochs after ``epoch`` (a resume re-does them; a new run
+        in this folder starts at 0)."""
+        for path in sorted(self.probes_dir.glob("epoch_*.npy")) if self.probes_dir.is_dir() else []:
+            try:
+                later = int(path.stem.split("_")[1]) > epoch
+            except (ValueError, IndexError):
+                continue
+            if later:
+                path.unlink(missing_ok=True)
 
     # -- log --------------------------------------------------------------------------------
     def open_log(self) -> BinaryIO:

@@ -135,6 +135,21 @@ class QuietFolder(RunFolder):
     def save_resume(self, state: dict) -> None:
         pass
 
+    def append_steps(self, records: list[dict]) -> None:
+        pass
+
+    def align_steps(self, step: int) -> int:
+        return 0
+
+    def align_probes(self, epoch: int) -> None:
+        pass
+
+    def write_probe_index(self, paths: list[str], identities: list[str]) -> None:
+        pass
+
+    def save_probe_embeddings(self, epoch: int, embeddings) -> None:
+        pass
+
 
 def run_folder(out_dir) -> RunFolder:
     return RunFolder(out_dir) if is_main() else QuietFolder(out_dir)

@@ -1,10 +1,10 @@
 """The training engine: ``train(config, out_dir)`` runs one job on CPU or GPU.
 
-Every epoch it trains on augmented batches, then evaluates dev identification
-(top-1/top-5) and open-set verification (ROC AUC, EER) on the pairs, appends a
-line to metrics.jsonl and writes the checkpoints ``last`` and ``best`` (by AUC)
-plus the resume state. Progress goes out through progress.json and the
-optional ``on_event`` callback; nothing here prints or knows about a UI.
+Every epoch it trains on augmented batches (a line in steps.jsonl every few steps: step_log.py),
+then evaluates dev identification (top-1/top-5) and open-set verification (ROC AUC, EER) on the
+pairs, embeds the probe faces (probes.py), appends a line to metrics.jsonl and writes the checkpoints
+``last`` and ``best`` (by AUC) plus the resume state. Progress goes out through progress.json and
+the optional ``on_event`` callback; nothing here prints or knows about a UI.
 
 A job stops early in three ways: ``should_stop()`` turns true (a graceful
 cancel: the current step finishes, ``last`` and the resume state are saved),
@@ -41,6 +41,7 @@ from lib.train.ema import ModelEma
 from lib.train.evaluation import NonFiniteEmbeddings, evaluate_model
 from lib.train.failure import disk_problem, fail
 from lib.train.optimizer import make_optimizer, seed_everything
+from lib.train.probes import save_probe_embeddings
 from lib.train.rng import rng_state, set_rng_state
 from lib.train.schedule import make_scheduler
 from lib.train.step import (
@@ -56,6 +57,7 @@ from lib.train.step import (
     non_finite_message,
     train_step,
 )
+from lib.train.step_log import StepLog
 
 
 class Trainer:
@@ -88,8 +90,8 @@ class Trainer:
         self.step_parts = self._step_parts()
         self.epoch, self.batch, self.step = 0, 0, 0  # epoch in progress, its next batch, steps done
         self.best_auc, self.elapsed_before = -1.0, 0.0
-        self.tally = EpochTally()
-        self.records: list[dict] = []
+        self.tally, self.records = EpochTally(), []  # this epoch's tally, the finished epochs' records
+        self.step_log = StepLog(self.run_folder, self.optimizer, self.total_steps, distributed.world_size(), self.main)
 
     # -- construction -------------------------------------------------------------------------
     def _avoid_channels_last_crash(self) -> None:
@@ -248,6 +250,8 @@ class Trainer:
         else:
             self.run_folder.write_config(self.config.to_dict())
             self.run_folder.align_metrics([])
+        self.run_folder.align_probes(self.epoch)  # a resume re-does what came after its state
+        self.step_log.begin(self.step)
         self.started = self.last_resume_save = time.perf_counter()
         self.session_start_step = self.step
         self.emit("start", epoch=self.epoch, step=self.step, total_steps=self.total_steps,
@@ -275,6 +279,7 @@ class Trainer:
         self.batches.set_epoch(self.epoch, self.batch)
         loader = make_loader(self.batches, self.config.workers, pin_memory=self.device.startswith("cuda"))
         self.tally.resume_clock()
+        self.step_log.start_clock()
         for images, labels in loader:
             self.train_one_step(images, labels)
             self.batch += 1
@@ -302,6 +307,7 @@ class Trainer:
             raise TrainingFailed(nan_message(bad.value, bad.learning_rate, self.config.precision,
                                              self.epoch, self.step)) from None
         self.tally.add(result.loss, result.correct, result.images)
+        self.step_log.add(result.loss, result.correct, result.images, self.step + 1, self.epoch)
 
     def weight_tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor a checkpoint or the resume state saves of the weights: parameters and buffers
@@ -331,12 +337,14 @@ class Trainer:
             save_checkpoint(folder, self.eval_model(), self.meta(record), self.loss_module)
 
     def cancel_save(self) -> None:
+        self.step_log.flush(self.step, self.epoch)  # the steps not yet recorded: one record
         self.check_weights()
         self.save(self.run_folder.last, self.records[-1] if self.records else {})
         self.save_resume()
 
     def end_epoch(self) -> None:
         self.check_weights()  # before evaluating, which NaN weights would fail with a vaguer reason
+        self.step_log.flush(self.step, self.epoch)  # the epoch's last steps: no record spans two epochs
         tally, self.tally = distributed.global_tally(self.tally), EpochTally()
         record = self.evaluate_epoch(tally) if self.main else {}  # the other ranks wait at the barrier
         self.epoch, self.batch = self.epoch + 1, 0
@@ -354,6 +362,7 @@ class Trainer:
         if record["auc"] > self.best_auc:
             self.best_auc = record["auc"]
             self.save(self.run_folder.best, record)
+        save_probe_embeddings(self.run_folder, self.eval_model(), self.data, self.device, record["epoch"])
         # The line first: a job killed between the two still shows this epoch on the Runs page,
         # and a resume realigns metrics.jsonl with the records in its saved state anyway.
         self.run_folder.append_metrics(record)

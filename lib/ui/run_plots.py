@@ -90,6 +90,100 @@ def run_curves(rows: list[dict]) -> go.Figure:
     return figure
 
 
+def smooth(values, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, ``weight`` of the last value kept at
+    each step (0: raw values, 0.99: very smooth), debiased so the curve starts at the first value
+    instead of rising from 0."""
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing: {weight} is not in [0, 1); use 0 for the raw values, 0.6 for a calm curve")
+    smoothed, last = [], 0.0
+    for count, value in enumerate(values, start=1):
+        last = last * weight + (1 - weight) * value
+        smoothed.append(last / (1 - weight ** count))
+    return np.asarray(smoothed, dtype=float)
+
+
+# (panel title, smoothed step series [(key, name, color)], per-epoch series [(key, name, color, dashed)])
+STEP_PANELS = (
+    ("Loss (training)", [("loss", "training loss", "#636efa")], []),
+    ("Accuracy: training vs dev", [("acc", "training accuracy", "#ef553b")],
+     [("dev_top1", "dev top-1", "#00cc96", False), ("dev_top5", "dev top-5", "#ab63fa", False)]),
+    ("Verification on unseen faces", [], [("auc", "ROC AUC", "#19d3f3", False), ("eer", "EER", "#ff6692", True)]),
+    ("Learning rate", [], []),
+)
+
+
+def _step_series(steps: list[dict], key: str) -> tuple[list, list]:
+    points = [(row["step"], row[key]) for row in steps
+              if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _epoch_series(rows: list[dict], key: str) -> tuple[list, list]:
+    points = [(row["step"], row[key]) for row in rows if isinstance(row.get("step"), (int, float))
+              and isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _add_smoothed(figure: go.Figure, steps: list[dict], key: str, name: str, color: str, smoothing: float,
+                  cell: dict) -> list[float]:
+    """The raw values faint behind, the smoothed curve on top; returns the raw values (for the range)."""
+    xs, ys = _step_series(steps, key)
+    if not xs:
+        return []
+    figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": color, "width": 1}, opacity=0.25,
+                                showlegend=False, hoverinfo="skip", name=f"{name} (raw)"), **cell)
+    figure.add_trace(go.Scatter(x=xs, y=smooth(ys, smoothing).tolist(), mode="lines", name=name,
+                                line={"color": color, "width": 2}), **cell)
+    return ys
+
+
+MAX_EPOCH_LINES = 60  # more would grey the panels out: a long run marks every few epochs
+
+
+def _epoch_lines(rows: list[dict]) -> list[dict]:
+    """A dotted vertical line in each of the four panels where an epoch ended (every few epochs
+    on a long run), built at once: plotly's add_vline revalidates every shape at each call."""
+    ends = sorted({row["step"] for row in rows if isinstance(row.get("step"), (int, float))})
+    ends = ends[::math.ceil(len(ends) / MAX_EPOCH_LINES)] if ends else []
+    line = {"dash": "dot", "color": "gray", "width": 1}
+    return [{"type": "line", "x0": end, "x1": end, "xref": f"x{axis}", "y0": 0, "y1": 1,
+             "yref": f"y{axis} domain", "line": line, "opacity": 0.5}
+            for axis in ("", "2", "3", "4") for end in ends]
+
+
+def step_curves(steps: list[dict], rows: list[dict], smoothing: float = 0.6) -> go.Figure:
+    """Four panels of one run against the training step: the training curves of steps.jsonl
+    (smoothed, raw faint behind), dev and verification metrics at the step each epoch ended,
+    and a dotted line at the end of every epoch."""
+    figure = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _, _ in STEP_PANELS],
+                           horizontal_spacing=0.1, vertical_spacing=0.26)
+    for index, (_, smoothed, per_epoch) in enumerate(STEP_PANELS):
+        cell = dict(zip(("row", "col"), (value + 1 for value in divmod(index, 2))))
+        values, keys = [], set()
+        for key, name, color in smoothed:
+            values += _add_smoothed(figure, steps, key, name, color, smoothing, cell)
+            keys.add(key)
+        for key, name, color, dashed in per_epoch:
+            xs, ys = _epoch_series(rows, key)
+            if xs:
+                figure.add_trace(go.Scatter(x=xs, y=ys, name=name, mode=_mode(xs), marker=_marker(xs),
+                                            line={"color": color, "dash": "dot" if dashed else "solid"}), **cell)
+                values += ys
+                keys.add(key)
+        figure.update_yaxes(range=y_range(values, share=bool(keys) and keys <= UNIT_METRICS | {"acc"}), **cell)
+    xs, ys = _step_series(steps, "lr")
+    figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="learning rate", line={"color": "#ffa15a"}),
+                     row=2, col=2)
+    figure.update_yaxes(range=y_range(ys, share=False), row=2, col=2)
+    figure.update_layout(shapes=_epoch_lines(rows))
+    last = max([row["step"] for row in steps] + [row["step"] for row in rows if isinstance(row.get("step"), int)] + [1])
+    figure.update_xaxes(title_text="training step (dotted: end of an epoch)", range=[0, last * 1.02])
+    figure.update_layout(height=640, margin={"t": 40, "b": 20, "l": 10, "r": 10},
+                         legend={"orientation": "h", "y": -0.16})
+    return figure
+
+
 def overlay(runs: dict[str, list[dict]], key: str) -> go.Figure:
     """One metric of several runs on the same axes."""
     figure = go.Figure()

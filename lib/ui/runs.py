@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from functools import lru_cache
 from pathlib import Path
 
+from lib.eval import cutoffs
 from lib.jobs import queue as jobs
 from lib.store.run_folder import RunFolder, run_folders
 from lib.ui.text import as_plain_markdown
@@ -104,6 +106,17 @@ def final_metrics(run_dir: Path) -> dict:
     return result
 
 
+def data_set_name(config: dict) -> str:
+    """The data set a run trained on, by its folder's name (numbers from different data sets do not
+    compare), with the training subset when it used one."""
+    root = config.get("data_root")
+    if not root:
+        return EMPTY
+    subset = config.get("subset") or {}
+    parts = [f"{subset[key]} {key}" for key in ("classes", "images", "pairs") if subset.get(key)]
+    return Path(str(root)).name + (f" ({', '.join(parts)})" if parts else "")
+
+
 def compare_rows(runs: list[tuple[str, Path]]) -> list[dict]:
     """One row per (label, run folder) for the comparison table and the accuracy-vs-MACs plot."""
     rows = []
@@ -111,10 +124,12 @@ def compare_rows(runs: list[tuple[str, Path]]) -> list[dict]:
         folder = RunFolder(run_dir)
         params, macs = model_cost(folder.spec())
         final = final_metrics(run_dir)
-        row = {"run": label, "loss": folder.train_config().get("loss", "?"),
+        config = folder.train_config()
+        row = {"run": label, "data set": data_set_name(config), "loss": config.get("loss", "?"),
                "params": params, "MACs": macs, "epochs": final.pop("epochs_done", None)}
         row.update({key: final.get(key) for key in ("dev_top1", "dev_top5", "auc", "eer", "best_auc")})
         row.update({key: final.get(key) for key in ("train_acc", "train_loss")})
+        row["cut-offs"] = cutoff_cell(folder.read_metrics())
         rows.append(row)
     return rows
 
@@ -128,7 +143,7 @@ def job_row(job) -> dict:
     epoch = progress.get("epoch")
     return {
         "run": job.name,
-        "status": job.state,
+        "status": cluster_state(job) or job.state,
         "user": job.user,
         "progress": 1.0 if job.state == "done" else progress_fraction(progress),
         "epoch": f"{epoch} / {epochs}" if epoch is not None and epochs else EMPTY,
@@ -136,8 +151,25 @@ def job_row(job) -> dict:
         "images/s": _throughput(job, progress),
         "best AUC": best.get("best_auc"),
         "dev top-1": best.get("dev_top1"),
+        "cut-offs": cutoff_cell(RunFolder(job.run_dir).read_metrics()),
         "started": _clock(job.started or job.created),
     }
+
+
+def best_epoch_metrics(rows: list[dict]) -> dict:
+    """The epoch with the best verification AUC: the numbers the run's best checkpoint holds."""
+    scored = [row for row in rows if _is_number(row.get("auc"))]
+    return max(scored, key=lambda row: row["auc"]) if scored else {}
+
+
+def cutoff_cell(rows: list[dict]) -> str:
+    """Whether the best checkpoint's validation numbers pass the course's cut-offs: "early ✓ · final –";
+    "?" when the cut-offs file cannot be read (the Inspect page says why)."""
+    try:
+        settings = cutoffs.load_settings()
+    except ValueError:
+        return "?"
+    return cutoffs.short_text(cutoffs.verdicts(best_epoch_metrics(rows), settings))
 
 
 def _throughput(job, progress: dict) -> int | None:
@@ -157,11 +189,26 @@ def _clock(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else EMPTY
 
 
+def cluster_state(job) -> str:
+    """Slurm's state of a job that waits or runs on a cluster ("pending", "running"...); "" otherwise.
+    The scheduler records it in the job's reason while the job lives (lib/jobs/queue.py)."""
+    words = job.reason.split() if job.state == "running" and job.reason.startswith("Slurm: ") else []
+    return f"{words[1].lower()} (Slurm)" if len(words) > 1 else ""
+
+
 def status_line(job) -> str:
-    """One sentence about where a job is: 'epoch 3 / 10, step 120 / 400, 350 images/s, about 2 min left'."""
+    """One sentence about where a job is: 'epoch 3 / 10, step 120 / 400, 350 images/s, about 2 min left';
+    a Slurm job's starts with Slurm's state and reason: 'Slurm: PENDING (Resources) · ...'."""
     progress = RunFolder(job.run_dir).read_progress()
     if job.state == "queued":
         return "waiting for a free slot; it starts when a running job ends"
+    if cluster_state(job).startswith("pending"):
+        return f"{job.reason}: waiting in the cluster's queue for a compute node"
+    line = _progress_line(job, progress)
+    return f"{job.reason} · {line}" if cluster_state(job) else line
+
+
+def _progress_line(job, progress: dict) -> str:
     parts = []
     if progress.get("epoch") is not None and progress.get("epochs"):
         parts.append(f"epoch {progress['epoch']} / {progress['epochs']}")
@@ -191,14 +238,35 @@ def run_labels(jobs) -> dict[str, str]:
     return {job.id: job.name if counts[job.name] == 1 else f"{job.name} ({job.id[-4:]})" for job in jobs}
 
 
+_EPOCH_PREFIX = re.compile(r"^epoch (\d+): ")
+_NUMBER = re.compile(r"\d+(\.\d+)?(e-?\d+)?")
+
+
 def run_warnings(rows: list[dict]) -> list[str]:
-    """The engine's warnings recorded with the epochs (e.g. a margin loss stuck near chance), once each."""
-    seen: list[str] = []
+    """The engine's warnings recorded with the epochs (e.g. a margin loss stuck near chance), once per kind:
+    a warning repeated epoch after epoch, differing only in its numbers, is shown once, the latest
+    numbers with the range of epochs it held for."""
+    latest: dict[str, tuple[str, list[int]]] = {}
     for row in rows:
         warning = row.get("warning")
-        if isinstance(warning, str) and warning and warning not in seen:
-            seen.append(warning)
-    return seen
+        if not isinstance(warning, str):
+            continue
+        for paragraph in (part.strip() for part in warning.split("\n\n")):
+            if not paragraph:
+                continue
+            kind = _NUMBER.sub("#", paragraph)
+            epochs = latest.get(kind, ("", []))[1]
+            if isinstance(row.get("epoch"), int):
+                epochs.append(row["epoch"])
+            latest.pop(kind, None)  # re-inserted: the order follows the latest occurrence
+            latest[kind] = (paragraph, epochs)
+    return [_with_epoch_range(text, epochs) for text, epochs in latest.values()]
+
+
+def _with_epoch_range(text: str, epochs: list[int]) -> str:
+    if len(set(epochs)) < 2 or not _EPOCH_PREFIX.match(text):
+        return text
+    return _EPOCH_PREFIX.sub(f"epochs {min(epochs)}-{max(epochs)} (numbers of epoch {max(epochs)}): ", text)
 
 
 def headline(rows: list[dict]) -> list[tuple[str, str, str]]:
@@ -216,6 +284,17 @@ def headline(rows: list[dict]) -> list[tuple[str, str, str]]:
             delta = f"{change:+.3f}" if abs(change) >= 0.0005 else ""  # no arrow for a change that rounds to 0
             cards.append((label, f"{value:.3f}", delta))
     return cards
+
+
+def steps_caption(steps: list[dict]) -> str:
+    """What the step chart shows, with the latest record's numbers (steps.jsonl, lib/train/step_log.py)."""
+    last = steps[-1]
+    speed = f", {last['images_per_s']:,.0f} images/s" if _is_number(last.get("images_per_s")) else ""
+    loss = f"loss {last['loss']:.3f}" if _is_number(last.get("loss")) else "loss –"
+    acc = f", training accuracy {last['acc']:.3f}" if _is_number(last.get("acc")) else ""
+    return (f"Latest, at step {last['step']:,} (epoch {last.get('epoch', '?')}): {loss}{acc}{speed}. Each faint "
+            "point is the mean over the few steps since the one before (one batch is noisy); the bold curve "
+            "smooths them. Dev and verification are measured once per epoch, at its end (dotted lines).")
 
 
 def acting_names(user_info, typed_name: str) -> tuple[str, ...]:
