@@ -260,3 +260,16 @@ def test_an_impossible_build_model_gets_a_message_not_a_traceback():
     app = train_page(**{"facelab.model_spec": broken})
     assert "This model cannot be built: stages[1].out_chs" in app.error[0].value
     assert not app.button
+
+
+def test_joint_training_is_launched_as_the_course_weighs_it(busy_queue):
+    app = train_page(**{"facelab.user": "ada"})
+    assert app.selectbox(key="train.joint_metric").value == "none"
+    app.selectbox(key="train.joint_metric").set_value("center").run()
+    assert app.number_input(key="train.joint_weight").value == 0.3  # 0.7 x CE + 0.3 x center
+    app.button(key="train.launch").click().run()
+    assert not app.exception and not app.error
+    settings = json.loads((busy_queue.list_jobs()[0].run_dir / "run.json").read_text())["config"]
+    assert (settings["loss"], settings["joint_metric"], settings["joint_weight"]) == ("ce", "center", 0.3)
+    app.selectbox(key="train.loss").set_value("triplet").run()  # already CE plus a metric term
+    assert not any(box.key == "train.joint_metric" for box in app.selectbox)

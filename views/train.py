@@ -205,6 +205,13 @@ if info.needs_pk_batches:
     right.caption(train_form.pk_batch_lesson(loss, batch_size, pk_batch[train_form.PK_FIELD.name]))
     if problem := train_form.pk_batch_problem(loss, batch_size, pk_batch[train_form.PK_FIELD.name]):
         st.warning(problem, icon=":material/warning:")
+joint = {}  # the course's joint training: this loss plus a weighted center term
+if loss not in ("center", "triplet"):  # those two already add their term to CE
+    left, right = st.columns([1, 2])
+    joint[train_form.JOINT_FIELD.name] = widget(train_form.JOINT_FIELD, left, fallback)
+    if joint[train_form.JOINT_FIELD.name] != "none":
+        joint[train_form.JOINT_WEIGHT_FIELD.name] = widget(train_form.JOINT_WEIGHT_FIELD, left, fallback)
+    right.caption(train_form.JOINT_LESSON)
 if info.has_class_weights and loss != "center" and scheme == "scratch":
     st.caption("From scratch a margin loss may stay near chance for a while; if it does, fine-tune a CE "
                "checkpoint instead (training scheme above).")
@@ -218,7 +225,7 @@ st.caption(train_form.recipe_summary(recipes[st.session_state["train.recipe"]], 
 with st.expander("The ConvNeXt recipe from the course, and how it was scaled to LFW-64"):
     st.table(convnext_table(recipes.get(CONVNEXT_RECIPE)))
     st.caption(train_notes.RANDAUGMENT_NOTE)
-values: dict = dict(pk_batch)
+values: dict = dict(pk_batch) | joint
 for group_name, group_items in train_form.GROUPS.items():
     render_group(group_name, group_items, values, fallback, info, model)
 if (gpus := train_form.gpu_count()) > 1:

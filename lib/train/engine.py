@@ -51,6 +51,7 @@ from lib.train.step import (
     StepParts,
     TrainingFailed,
     collapse_warning,
+    joint_loss,
     make_mixer,
     margin_stuck_warning,
     nan_message,
@@ -113,6 +114,8 @@ class Trainer:
             model, init_weight, loss_state = self._initial_weights(model)
         loss_module = build_loss(config.loss, embedding_dim(spec), spec.num_classes, init_weight=init_weight,
                                  **config.effective_loss_params())
+        loss_module = joint_loss(loss_module, config.joint_metric, config.joint_weight, embedding_dim(spec),
+                                 spec.num_classes)  # the course's joint objective, when asked for
         if loss_state:
             loss_module.load_state_dict(loss_state)
         model.to(self.device)
@@ -140,7 +143,9 @@ class Trainer:
         except RuntimeError:
             raise ValueError(f"init_from: {self.config.init_from} holds another architecture "
                              f"({loaded.spec.name}); use the same model spec") from None
-        same_loss = loaded.meta.loss == self.config.loss and loaded.loss_state
+        joint_before = (loaded.meta.config or {}).get("joint_metric", "none")  # a joint loss keeps more state
+        same_loss = (loaded.meta.loss == self.config.loss and joint_before == self.config.joint_metric
+                     and loaded.loss_state)
         loss_state = dict(loaded.loss_state) if same_loss else {}
         init_weight = None
         if not same_loss and LOSSES[self.config.loss].has_class_weights:

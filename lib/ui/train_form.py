@@ -87,8 +87,18 @@ PK_FIELD = Field("images_per_identity", "Images per identity (K)", "int",
 GPUS_FIELD = Field("gpus_per_job", "GPUs per job", "int", "Train one job on several GPUs at once "
                    "(DistributedDataParallel): each GPU trains on batch size / N images of every batch, "
                    "so the batch size stays the same.", 1, 8, 1)
+# Shown with a loss that is not already CE plus a metric term: the course's joint training.
+JOINT_FIELD = Field("joint_metric", "Joint metric term", "choice", "Add a weighted center term to this loss, "
+                    "trained together from the first step.", choices=("none", "center"))
+JOINT_WEIGHT_FIELD = Field("joint_weight", "Joint weight w", "float", "(1 − w) × the loss above + w × the "
+                           "center term; the course's example is w = 0.3.", 0.0, 1.0, 0.05)
+JOINT_LESSON = ("**Joint training** (the course's sense): one objective, (1 − w) × the loss above + w × a metric "
+                "term, trained together from the first step; the course's example is 0.7 × CE + 0.3 × center. "
+                "The center term pulls each face toward its identity's learned center, so faces of one person "
+                "cluster tighter than cross-entropy alone asks for.")
 FIELDS: dict[str, Field] = ({f.name: f for group in GROUPS.values() for f in group} | {PK_FIELD.name: PK_FIELD}
-                            | {GPUS_FIELD.name: GPUS_FIELD})
+                            | {GPUS_FIELD.name: GPUS_FIELD, JOINT_FIELD.name: JOINT_FIELD,
+                               JOINT_WEIGHT_FIELD.name: JOINT_WEIGHT_FIELD})
 
 
 def gpu_count() -> int:
