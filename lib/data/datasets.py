@@ -12,9 +12,12 @@ and the verification-only one: ``ver_data/`` and ``val_pairs.txt`` (``test_pairs
 optional) without ``cls_data/``, as a student has LFW's View 2 pairs. It can be
 explored and evaluated, not trained on.
 
-Small sets are decoded once and kept in memory, so an epoch costs tensor
-operations instead of JPEG decoding. The cache key includes every file's size
-and modification time: editing the data on disk is noticed on the next load.
+Each split is decoded once, so an epoch costs tensor operations instead of JPEG
+decoding: a small set (LFW-64) into memory, a larger one (HW2P2's 140,000 images)
+into the data cache on disk, memory-mapped (lib/data/cache.py), so that a process
+holds only the images it touches whatever the data set's size. Both caches are keyed
+by every file's size and modification time: editing the data on disk is noticed on
+the next load.
 A corrupt image is skipped and listed; it never stops the rest from loading.
 Nothing outside the data set folder is read (lib/data/images.py); the pairs file
 format belongs to lib/data/pairs.py. ``check_dataset`` (lib/data/report.py) turns
@@ -31,11 +34,11 @@ from typing import NamedTuple
 import torch
 
 from lib.base import config
+from lib.data.cache import Progress, release_pages, stderr_progress  # noqa: F401  (release_pages: for callers)
 
 # The names callers import from here, whose code lives in the two modules split from this one.
 from lib.data.images import (  # noqa: F401
     IMAGE_SUFFIXES,
-    MAX_IN_MEMORY_BYTES,
     ImageRefused,
     Listing,
     NotAnImage,
@@ -78,6 +81,9 @@ class ImageSet:
     resized: list[str] = field(default_factory=list)  # other size than the rest: resized to it
     unknown_classes: list[str] = field(default_factory=list)  # dev identities absent from train: skipped
     sizes: dict[str, int] = field(default_factory=dict)  # "HxW" -> images of that size on disk
+    # (sums[3], squares[3], values per channel) of the pixels in [0, 1], counted while decoding
+    # into the data cache: the mean and std then need no pass over the images. None: in memory.
+    channel_sums: tuple | None = None
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -157,8 +163,9 @@ def _split_listing(root: Path, split: str) -> SplitListing:
     return listing._replace(fingerprint=(tuple(fingerprint), tuple(identities.refused)))
 
 
-def load_split(root: str | os.PathLike, split: str) -> ImageSet:
-    """Decode ``cls_data/<split>`` once (cached); class order is the sorted train identities."""
+def load_split(root: str | os.PathLike, split: str, progress: Progress | None = None) -> ImageSet:
+    """Decode ``cls_data/<split>`` once (cached); class order is the sorted train identities.
+    ``progress(done, total)`` hears of a decode into the data cache (default: lines on stderr)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     root = Path(root).resolve()
@@ -174,21 +181,23 @@ def load_split(root: str | os.PathLike, split: str) -> ImageSet:
     with _LOCK:
         if key in _SPLIT_CACHE:
             return _SPLIT_CACHE[key]
-        return remember(_SPLIT_CACHE, key, _decode_split(root, classes, listing))
+        progress = progress or stderr_progress(f"{root.name}/cls_data/{split}")
+        return remember(_SPLIT_CACHE, key, _decode_split(root, split, classes, listing, progress))
 
 
-def _decode_split(root: Path, classes: list[str], listing: SplitListing) -> ImageSet:
+def _decode_split(root: Path, split: str, classes: list[str], listing: SplitListing, progress) -> ImageSet:
     index_of = {name: i for i, name in enumerate(classes)}
     unknown = sorted({name for name in listing.identities if name not in index_of})
     known = [i for i, name in enumerate(listing.identities) if name in index_of]
     paths = [listing.paths[i] for i in known]
     identities = [listing.identities[i] for i in known]
-    stacked = stack_images(root, paths)
+    fingerprint = (tuple(classes), listing.fingerprint)
+    stacked = stack_images(root, paths, f"cls_data/{split}", fingerprint, progress)
     labels = torch.tensor([index_of[identities[i]] for i in stacked.kept], dtype=torch.int64)
     return ImageSet(images=stacked.images, labels=labels, classes=classes, paths=[paths[i] for i in stacked.kept],
                     corrupt=stacked.corrupt, resized=stacked.resized,
                     refused=listing.refused + [f"{path}: {why}" for path, why in stacked.refused.items()],
-                    unknown_classes=unknown, sizes=dict(stacked.sizes))
+                    unknown_classes=unknown, sizes=dict(stacked.sizes), channel_sums=stacked.channel_sums)
 
 
 def channel_stats(root: str | os.PathLike) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -200,14 +209,19 @@ def channel_stats(root: str | os.PathLike) -> tuple[tuple[float, ...], tuple[flo
     with _LOCK:
         if key in _STATS_CACHE:
             return _STATS_CACHE[key]
+        if train.channel_sums is not None:
+            return remember(_STATS_CACHE, key, _stats_of(*train.channel_sums))
         total = torch.zeros(3, dtype=torch.float64)
         squares = torch.zeros(3, dtype=torch.float64)
         for chunk in train.images.split(512):  # float copies of a chunk only, not of the whole set
             values = chunk.to(torch.float64) / 255.0
             total += values.sum(dim=(0, 2, 3))
             squares += (values * values).sum(dim=(0, 2, 3))
-        count = train.images.numel() / 3
-        mean = total / count
-        std = (squares / count - mean * mean).clamp_min(0).sqrt()
-        stats = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
-        return remember(_STATS_CACHE, key, stats)
+        return remember(_STATS_CACHE, key, _stats_of(total, squares, train.images.numel() / 3))
+
+
+def _stats_of(sums, squares, count) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, population std) per channel from the sums of the values and of their squares."""
+    mean = torch.as_tensor(sums, dtype=torch.float64) / count
+    std = (torch.as_tensor(squares, dtype=torch.float64) / count - mean * mean).clamp_min(0).sqrt()
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)

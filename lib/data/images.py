@@ -6,7 +6,8 @@ is refused with its reason, without being opened. A symlink that stays inside th
 data set is followed. An image whose header declares more than
 ``config.max_image_pixels()`` pixels is refused the same way, before decoding; a
 file too large to hold such an image is not even read. Decoded images are stacked
-into one uint8 tensor at their most common size.
+into one uint8 tensor at their most common size: in memory for a small set, memory-mapped
+from the data cache (lib/data/cache.py) for one larger than ``config.in_memory_data_bytes()``.
 
 A data set is a folder in the HW2P2 layout (``cls_data/train``) or a verification-only
 one (``ver_data/`` and ``val_pairs.txt``, no ``cls_data``): see lib/data/datasets.py.
@@ -28,13 +29,12 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from lib.base import config
+from lib.data.cache import Decoded, Progress, cached_decode
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# Decoding a whole split into memory is meant for small sets (LFW-64 needs
-# ~100 MB); beyond this the loader refuses with a clear message instead of
-# letting the machine swap.
-MAX_IN_MEMORY_BYTES = int(os.environ.get("FACELAB_MAX_DATA_BYTES", 8 * 2**30))
 CACHE_ENTRIES = 6  # a few data sets at once; older ones are dropped
+SIZE_SAMPLE = 64  # headers read to tell a set's decoded size before decoding it
+_decodes = 0  # images decoded by this process (decode_count): a cached set decodes none
 
 
 # ----------------------------------------------------------------------------- what a data set looks like
@@ -236,6 +236,8 @@ def load_image(path: Path, root: Path | None = None) -> torch.Tensor:
         raise ImageRefused(reason)
     content = _read_bytes(target)
     _refuse_oversized(*declared_size(content))
+    global _decodes
+    _decodes += 1
     try:
         return decode_image(torch.frombuffer(content, dtype=torch.uint8), mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError) as error:
@@ -250,48 +252,79 @@ def decode_file(path: Path, root: Path | None = None) -> torch.Tensor | None:
         return None
 
 
-class Stacked(NamedTuple):
-    images: torch.Tensor  # uint8 [N, 3, H, W]
-    kept: list[int]  # indices into the paths asked for
-    corrupt: list[str]
-    refused: dict[str, str]  # path -> why
-    resized: list[str]
-    sizes: Counter  # "HxW" -> images of that size on disk
+def decode_count() -> int:
+    """How many images this process has decoded: a set read back from the data cache adds none."""
+    return _decodes
 
 
-def _decode_all(root: Path, rel_paths: list[str]) -> tuple[list[torch.Tensor], list[int], list[str], dict]:
-    decoded, kept, corrupt, refused = [], [], [], {}
+def header_size(path: Path, root: Path) -> tuple[int, int] | None:
+    """(height, width) the image's header declares, or None when it is refused or unreadable."""
+    try:
+        target = Path(path).resolve()
+        if outside_reason(path, Path(root).resolve(), target):
+            return None
+        height, width = declared_size(_read_bytes(target))
+    except (NotAnImage, ImageRefused):
+        return None
+    return (height, width) if height * width <= config.max_image_pixels() else None
+
+
+Stacked = Decoded  # the name callers know: images [N,3,H,W], kept, corrupt, refused, resized, sizes
+
+
+def _decode_noting(root: Path, rel: str, found: dict) -> torch.Tensor | None:
+    """The image, or None after noting it in ``found["refused"]`` or ``found["corrupt"]``."""
+    try:
+        return load_image(root / rel, root)
+    except ImageRefused as why:
+        found["refused"][rel] = str(why)
+    except NotAnImage:
+        found["corrupt"].append(rel)
+    return None
+
+
+def decoded_bytes_estimate(root: Path, rel_paths: list[str]) -> int:
+    """The bytes the files take decoded, from the headers of SIZE_SAMPLE of them spread over the list."""
+    step = max(1, len(rel_paths) // SIZE_SAMPLE)
+    sizes = Counter(header_size(root / rel, root) for rel in rel_paths[::step])
+    sizes.pop(None, None)
+    if not sizes:
+        return 0
+    height, width = sizes.most_common(1)[0][0]
+    return len(rel_paths) * 3 * height * width
+
+
+def stack_images(root: Path, rel_paths: list[str], part: str | None = None, fingerprint=None,
+                 progress: Progress | None = None) -> Stacked:
+    """Decode files into one uint8 [N,3,H,W] tensor at the most common size (others are resized).
+
+    Named by ``part`` (and ``fingerprint``, the files' sizes and times), a set larger than
+    ``config.in_memory_data_bytes()`` comes from the data cache (lib/data/cache.py): decoded
+    once, then memory-mapped. Without a part, or when small, it is decoded into memory."""
+    root = Path(root)
+    if part is not None and decoded_bytes_estimate(root, rel_paths) > config.in_memory_data_bytes():
+        return cached_decode(root, part, rel_paths, fingerprint, _decode_noting, header_size, progress)
+    found = {"refused": {}, "corrupt": []}
+    decoded, kept = [], []
     for index, rel in enumerate(rel_paths):
-        try:
-            decoded.append(load_image(root / rel, root))
+        image = _decode_noting(root, rel, found)
+        if image is not None:
+            decoded.append(image)
             kept.append(index)
-        except ImageRefused as why:
-            refused[rel] = str(why)
-        except NotAnImage:
-            corrupt.append(rel)
-    return decoded, kept, corrupt, refused
-
-
-def stack_images(root: Path, rel_paths: list[str]) -> Stacked:
-    """Decode files into one uint8 [N,3,H,W] tensor at the most common size."""
-    decoded, kept, corrupt, refused = _decode_all(root, rel_paths)
     sizes = Counter(f"{im.shape[-2]}x{im.shape[-1]}" for im in decoded)
     if not decoded:
-        return Stacked(torch.empty(0, 3, 0, 0, dtype=torch.uint8), kept, corrupt, refused, [], sizes)
+        return Stacked(torch.empty(0, 3, 0, 0, dtype=torch.uint8), kept, found["corrupt"], found["refused"], [], sizes)
     height, width = (int(v) for v in sizes.most_common(1)[0][0].split("x"))
-    needed = len(decoded) * 3 * height * width
-    if needed > MAX_IN_MEMORY_BYTES:
-        raise ValueError(f"{root}: {len(decoded)} images of {height}x{width} need {needed / 2**30:.1f} GiB in memory, "
-                         f"more than the limit of {MAX_IN_MEMORY_BYTES / 2**30:.1f} GiB (FACELAB_MAX_DATA_BYTES)")
     images = torch.empty(len(decoded), 3, height, width, dtype=torch.uint8)
-    resized = []
+    slots, resized = images.numpy(), []  # numpy copies one image on this thread: torch's pool spins on a busy host
     for slot, (index, image) in enumerate(zip(kept, decoded)):
         if tuple(image.shape[-2:]) != (height, width):
             # One tensor needs one size; an odd image is resized rather than dropped.
             image = TF.resize(image, [height, width], antialias=True)
             resized.append(rel_paths[index])
-        images[slot] = image
-    return Stacked(images, kept, corrupt, refused, resized, sizes)
+        slots[slot] = image.numpy()
+        decoded[slot] = None  # held once: each decoded image is let go once stacked
+    return Stacked(images, kept, found["corrupt"], found["refused"], resized, sizes)
 
 
 def remember(cache: dict, key: tuple, value):

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 
 from lib.base import config
+from lib.data.cache import Progress, stderr_progress
 from lib.data.images import outside_reason, remember, stack_images
 
 _LOCK = threading.RLock()
@@ -145,9 +146,11 @@ def _name_problems(root: Path, names: list[str]) -> dict[str, str]:
     return problems
 
 
-def load_pairs(root: str | os.PathLike, pairs_file: str = "val_pairs.txt") -> PairSet:
-    """Read a pairs file and decode the images it names (cached). Bad lines are skipped and listed in
-    ``problems``; ValueError (with line numbers) when the file is missing or no pair is usable."""
+def load_pairs(root: str | os.PathLike, pairs_file: str = "val_pairs.txt", progress: Progress | None = None) -> PairSet:
+    """Read a pairs file and decode the images it names (cached; a large set in the data cache on disk,
+    lib/data/cache.py). Bad lines are skipped and listed in ``problems``; ValueError (with line numbers)
+    when the file is missing or no pair is usable. ``progress(done, total)`` hears of a decode into
+    the data cache (default: lines on stderr)."""
     root = Path(root).resolve()
     file = root / pairs_file
     # The name may come from the UI: a file outside the data set is never read (its lines
@@ -161,20 +164,32 @@ def load_pairs(root: str | os.PathLike, pairs_file: str = "val_pairs.txt") -> Pa
     names = sorted({name for row in rows for name in (row.a, row.b)})
     unusable = _name_problems(root, names)
     # Only files inside the data set are looked at, not even stat()ed otherwise.
-    fingerprint = tuple((n, None if n in unusable else (root / n).stat().st_mtime_ns) for n in names)
+    fingerprint = tuple((n, None) if n in unusable else (n, *_size_and_time(root / n)) for n in names)
     key = (str(root), pairs_file, hash((text, fingerprint, config.max_image_pixels())))
     with _LOCK:
         if key in _PAIRS_CACHE:
             return _PAIRS_CACHE[key]
-        pair_set = _decode_pairs(root, pairs_file, rows, problems, unusable)
+        decoded = _decode_images(root, pairs_file, names, unusable, fingerprint, progress)
+        pair_set = _pair_up(root, pairs_file, rows, problems, unusable, decoded)
         return remember(_PAIRS_CACHE, key, pair_set)
 
 
-def _decode_pairs(root: Path, pairs_file: str, rows: list, problems: list[str], unusable: dict[str, str]) -> PairSet:
-    named = {n for row in rows for n in (row.a, row.b)}
+def _size_and_time(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
+def _decode_images(root: Path, pairs_file: str, names: list[str], unusable: dict[str, str], fingerprint, progress):
+    """(the usable names in order, their decoded stack), from the data cache when they are many."""
+    wanted = [name for name in names if name not in unusable]
+    progress = progress or stderr_progress(f"{root.name}/{pairs_file}")
+    return wanted, stack_images(root, wanted, f"pairs:{pairs_file}", fingerprint, progress)
+
+
+def _pair_up(root: Path, pairs_file: str, rows: list, problems: list[str], unusable: dict[str, str],
+             decoded) -> PairSet:
+    wanted, (images, kept, corrupt, refused, resized, *_) = decoded
     bad = dict(unusable)
-    wanted = sorted(named - set(bad))
-    images, kept, corrupt, refused, resized, _ = stack_images(root, wanted)
     bad.update({name: "could not be decoded" for name in corrupt})
     bad.update(refused)
     position = {wanted[i]: slot for slot, i in enumerate(kept)}

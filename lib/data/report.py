@@ -18,8 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.base import config
+from lib.data.cache import cached_result
 from lib.data.datasets import SPLITS, VERIFICATION_ONLY, load_split
-from lib.data.images import ImageRefused, NotAnImage, is_verification_only, load_image, outside_reason, scan_images
+from lib.data.images import (
+    ImageRefused,
+    NotAnImage,
+    decoded_bytes_estimate,
+    is_verification_only,
+    load_image,
+    outside_reason,
+    scan_images,
+)
 from lib.data.pairs import load_pairs
 
 PAIRS_FILES = ("val_pairs.txt", "test_pairs.txt")
@@ -135,9 +144,27 @@ def _check_ver_folder(root: Path, report: DataReport) -> None:
     if not folder.is_dir():
         _problem(report, f"{root}: no folder ver_data (verification images)", fatal=True)
         return
-    sizes, corrupt = Counter(), []
+    found = _scan_ver_folder(root, folder)
+    report.ver_images = sum(found["sizes"].values())
+    _add_refused(report, found["refused"])
+    _add_corrupt(report, found["corrupt"])
+    _add_sizes(report, found["sizes"])
+
+
+def _scan_ver_folder(root: Path, folder: Path) -> dict:
+    """Sizes, corrupt and refused files of ver_data/. Finding the corrupt ones means decoding every
+    image, so for a set too big for memory the answer is kept in the data cache, like its images."""
     listing = scan_images(folder, root)
-    refused = list(listing.refused)
+    names = [f"ver_data/{entry.name}" for entry in listing.found]
+    if decoded_bytes_estimate(root, names) <= config.in_memory_data_bytes():
+        return _decode_ver_folder(root, listing)
+    fingerprint = ([(entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in listing.found],
+                   listing.refused)
+    return cached_result(root, "check:ver_data", names, fingerprint, lambda: _decode_ver_folder(root, listing))
+
+
+def _decode_ver_folder(root: Path, listing) -> dict:
+    sizes, corrupt, refused = Counter(), [], list(listing.refused)
     for entry in listing.found:
         try:
             image = load_image(Path(entry.path), root)
@@ -147,10 +174,7 @@ def _check_ver_folder(root: Path, report: DataReport) -> None:
             corrupt.append(f"ver_data/{entry.name}")
         else:
             sizes[f"{image.shape[-2]}x{image.shape[-1]}"] += 1
-    report.ver_images = sum(sizes.values())
-    _add_refused(report, refused)
-    _add_corrupt(report, corrupt)
-    _add_sizes(report, dict(sizes))
+    return {"sizes": dict(sizes), "corrupt": corrupt, "refused": refused}
 
 
 def _check_pairs(root: Path, name: str, report: DataReport) -> None:
@@ -221,6 +245,12 @@ def _file_state(entry: os.DirEntry, root: Path) -> tuple:
     follow = not leads_outside and entry.is_file()
     info = entry.stat(follow_symlinks=follow)
     return entry.path, info.st_size, info.st_mtime_ns
+
+
+def clear_report_cache() -> None:
+    """Forget the reports computed in this process (the next check reads the files again)."""
+    with _LOCK:
+        _REPORTS.clear()
 
 
 def check_dataset(root: str | os.PathLike) -> DataReport:

@@ -1,12 +1,17 @@
-"""Training data: the in-memory uint8 splits of lib/data/datasets.py, cut to a subset if asked,
-served as augmented, normalized batches.
+"""Training data: the uint8 splits of lib/data/datasets.py, cut to a subset if asked, served as
+augmented, normalized batches.
+
+A split is a tensor in memory (LFW-64) or memory-mapped from the data cache (HW2P2's own data,
+lib/data/cache.py); a batch copies only its own images out of it (``gather`` reads a mapped
+split's rows from the file, so an epoch of random batches leaves no pages mapped), and a
+process's memory stays at what a batch holds whatever the split's size.
 
 Each batch is one item of ``EpochBatches``: the epoch's shuffled order (or, for
 a loss that compares images within a batch, its P x K batches) comes from
 (seed, epoch) and each batch's augmentation from (seed, epoch, batch), so a run
 resumed in the middle of an epoch sees exactly the batches it would have seen,
-and DataLoader workers (which each hold a copy of the uint8 tensor, a few MB)
-produce the same pictures as the training process would.
+and DataLoader workers (which share the uint8 tensor: forked from the training
+process, or mapping the same cache file) produce the same pictures as the training process would.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lib.data.augment import build_pipeline, training_transform
+from lib.data.cache import gather
 from lib.data.datasets import ImageSet, PairSet, channel_stats, load_pairs, load_split, resolve_dataset
 from lib.losses.registry import LOSSES
 from lib.train.config import TrainConfig
@@ -47,8 +53,16 @@ def _keep_classes(split: ImageSet, classes: list[str], max_images: int = 0) -> I
     keep = (split.labels < len(classes)).nonzero().flatten()
     if max_images:
         keep = keep[:max_images]
-    return replace(split, images=split.images[keep], labels=split.labels[keep], classes=list(classes),
-                   paths=[split.paths[i] for i in keep.tolist()])
+    return replace(split, images=_take(split.images, keep), labels=split.labels[keep], classes=list(classes),
+                   paths=[split.paths[i] for i in keep.tolist()], channel_sums=None)
+
+
+def _take(images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """images[keep]; a view when ``keep`` is one run of indices (a split lists its identities in
+    class order, so the first classes are), which copies nothing out of a memory-mapped split."""
+    if len(keep) and int(keep[-1]) - int(keep[0]) + 1 == len(keep):
+        return images[int(keep[0]):int(keep[-1]) + 1]
+    return images[keep]
 
 
 def _keep_pairs(pairs: PairSet, count: int) -> PairSet:
@@ -152,7 +166,7 @@ class EpochBatches(Dataset):
         index = self._image_indices(batch)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(batch_seed(self.seed, self.epoch, batch))
-            images = torch.stack([self.augment(image) for image in self.images[index]])
+            images = torch.stack([self.augment(image) for image in gather(self.images, index)])
         if self.normalize is not None:
             images = self.normalize(images)
         return images, self.labels[index]
