@@ -77,3 +77,33 @@ def test_the_network_drawing_carries_the_profiles_counts():
 def test_a_hostile_name_cannot_break_out_of_the_label():
     dot = block_dot(nn.Sequential(nn.Conv2d(3, 4, 3)), 'x"]; evil [label="y')
     assert 'label="x\\"]; evil [label=\\"y"' in dot
+
+
+def test_drawing_leaves_other_threads_forward_passes_alone():
+    """On a shared server one session draws while another runs a model: the recording is local
+    to its thread (torch.fx's tracing patched nn.Module for every thread and broke such pages)."""
+    import threading
+
+    import torch
+
+    model = FaceNet(PRESETS["face_resnet"]).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(images)
+    failures: list[str] = []
+
+    def run_model() -> None:
+        for _ in range(20):
+            try:
+                with torch.no_grad():
+                    if not torch.equal(model(images), expected):
+                        failures.append("a different output")
+            except Exception as error:  # noqa: BLE001 - any error in the other thread is the finding
+                failures.append(repr(error))
+
+    other = threading.Thread(target=run_model)
+    other.start()
+    for _ in range(20):
+        stage_block_dot(PRESETS["face_convnext"], 1)
+    other.join()
+    assert failures == []

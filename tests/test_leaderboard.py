@@ -32,7 +32,7 @@ from tests.test_submission import add_test_files, make_checkpoint
 from views.common import DATA_ROOT_KEY, USER_KEY
 
 APP = str(config.PROJECT_ROOT / "app.py")
-SECRET = "SECRET-LABELS-MARKER-7f3a"
+LABELS_MARKER = "HIDDEN-LABELS-MARKER-7f3a"
 INSTRUCTOR = "Prof Raj"
 USERS = ("ada", "bob", "cy")
 
@@ -44,7 +44,7 @@ def course(tmp_path_factory):
     lines, labels = add_test_files(root)
     secret = base / "secret" / "test_labels.csv"
     secret.parent.mkdir()
-    secret.write_text(f"# {SECRET}\nID,Label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(labels)))
+    secret.write_text(f"# {LABELS_MARKER}\nID,Label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(labels)))
     runs = base / "runs"
     classes = sorted(p.name for p in (root / "cls_data" / "train").iterdir())
     for seed, user in enumerate(USERS):
@@ -167,7 +167,7 @@ def test_an_upload_cannot_name_the_labels_file(course):
                    ("model.safetensors", b"not weights")]):
         with pytest.raises(ValueError) as refused:
             load_upload(files)
-        assert SECRET not in str(refused.value) and "0,1" not in str(refused.value)
+        assert LABELS_MARKER not in str(refused.value) and "0,1" not in str(refused.value)
 
 
 class RecordingStorage(MemoryMediaFileStorage):
@@ -189,7 +189,7 @@ def served(monkeypatch):
 def assert_labels_not_served(served: list[bytes], course) -> None:
     """No file a page handed out holds the labels file's marker or its table of labels."""
     table = course["secret"].read_bytes().split(b"\n", 1)[1]  # "ID,Label\n0,1\n..." without the marker line
-    assert all(SECRET.encode() not in data and table not in data for data in served)
+    assert all(LABELS_MARKER.encode() not in data and table not in data for data in served)
 
 
 def open_page(page: str, name: str, data_root=None) -> AppTest:
@@ -222,7 +222,7 @@ def test_student_sees_public_scores_and_their_rank_only(course, served):
     bob_rank = 1 + sum(expected[user][0] > expected["bob"][0] for user in USERS)  # ties share a rank
     assert table.loc[table["user"] == "bob", "rank"].item() == bob_rank
     assert f"You are **#{bob_rank}** of 3" in page_text(app)
-    assert SECRET not in page_text(app) and "private" not in " ".join(table.columns)
+    assert LABELS_MARKER not in page_text(app) and "private" not in " ".join(table.columns)
     assert not app.get("download_button")
     assert_labels_not_served(served, course)
 
@@ -234,7 +234,7 @@ def test_instructor_sees_the_private_column(course, served):
     assert {"private AUC", "private rank"} <= set(table.columns)
     for user in USERS:
         assert table.loc[user, "private AUC"] == pytest.approx(round(expected[user][1], 4))
-    assert SECRET not in page_text(app)
+    assert LABELS_MARKER not in page_text(app)
     assert_labels_not_served(served, course)
 
 

@@ -2,7 +2,6 @@
 against a plain loop over redraws scored by scikit-learn and against hand counts."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve

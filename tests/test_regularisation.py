@@ -64,9 +64,11 @@ def test_out_of_range_regularisation_names_the_field(field, value):
         with_stages(BASE, s1={field: value}).validate()
 
 
-def test_specs_without_the_new_fields_still_load():
+def test_specs_without_regularisation_write_as_before_and_round_trip():
     old = BASE.to_dict()
-    for stage in old["stages"]:
-        for key in ("drop_path", "drop_block", "drop_block_size"):
-            stage.pop(key)
+    assert all(key not in stage for stage in old["stages"] for key in ("drop_path", "drop_block", "drop_block_size"))
     assert ModelSpec.from_dict(old) == BASE
+    regularised = with_stages(BASE, s2={"drop_block": 0.1, "drop_path": 0.2})
+    written = regularised.to_dict()["stages"][2]
+    assert (written["drop_block"], written["drop_path"]) == (0.1, 0.2)
+    assert ModelSpec.from_json(regularised.to_json()) == regularised

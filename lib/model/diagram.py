@@ -9,15 +9,12 @@ the browser: nothing to install on the host, and DOT is plain text a test can re
 """
 from __future__ import annotations
 
-import operator
-
-import torch.fx as fx
 from torch import nn
 
 from lib.model.blocks import BLOCK_TITLES, DropPath, LayerNorm2d, SqueezeExcite
 from lib.model.net import build_stage
 from lib.model.profile import Profile, human, shape_text
-from lib.model.spec import ModelSpec, stage_in_chs
+from lib.model.spec import ModelSpec, stage_in_chs, stage_output_sizes
 from lib.model.tracing import layer_graph
 
 _FILL = {"conv": "#dbe9f6", "norm": "#fde9c9", "act": "#e3f1dc", "join": "#f3d9e7", "other": "#eeeeee"}
@@ -83,43 +80,44 @@ def _layer_label(module: nn.Module) -> tuple[str, str]:
     return type(module).__name__, "act"
 
 
-def block_dot(module: nn.Module, title: str) -> str:
-    """One node per layer of ``module`` in the order it runs; additions drawn as (+), products as (x)."""
-    graph = layer_graph(module)
-    modules = dict(graph.named_modules())
-    names: dict[fx.Node, str] = {}
+def block_dot(module: nn.Module, title: str, input_shape: tuple[int, int, int] | None = None) -> str:
+    """One node per layer of ``module`` in the order it runs; additions drawn as (+), products as (x).
+    ``input_shape`` (C, H, W) of one image: by default the first layer's channels at 32x32."""
+    nodes, _ = layer_graph(module, input_shape or (_in_channels(module), 32, 32))
+    shown: dict[str, str] = {}  # node -> the drawn node standing for it (identities are not drawn)
     lines: list[str] = []
-    for node in graph.graph.nodes:
-        sources = [names[arg] for arg in node.all_input_nodes if arg in names]
-        if node.op == "placeholder":
-            names[node] = "in"
+    for node in nodes:
+        sources = list(dict.fromkeys(shown[name] for name in node.inputs if name in shown))
+        if node.kind == "input":
             lines.append(_node("in", "x", "other", "ellipse"))
+            shown[node.name] = "in"
             continue
-        if node.op == "output":
+        if node.kind == "output":
             lines += [_node("out", "out", "other", "ellipse")] + [f"  {_quoted(s)} -> \"out\";" for s in sources]
             continue
-        if not sources:
-            continue  # weights read by get_attr
-        if node.op == "call_module":
-            label, kind = _layer_label(modules[node.target])
-            if isinstance(modules[node.target], (nn.Identity, DropPath)):
-                names[node] = sources[0]  # identities at inference are not drawn
-                continue
-            lines.append(_node(node.name, label, kind))
-        elif node.op == "call_function" and node.target in (operator.add, operator.mul):
-            scaled = any(arg.op == "get_attr" for arg in node.all_input_nodes)
-            label = "+" if node.target is operator.add else ("x layer scale" if scaled else "x")
-            lines.append(_node(node.name, label, "join", "circle" if len(label) == 1 else "box"))
-        else:
-            names[node] = sources[0]  # reshapes and other bookkeeping are not drawn
+        if node.kind == "layer" and isinstance(node.module, (nn.Identity, DropPath)):
+            shown[node.name] = sources[0] if sources else "in"  # identities at inference are not drawn
             continue
-        names[node] = node.name
+        if node.kind == "layer":
+            label, kind = _layer_label(node.module)
+            lines.append(_node(node.name, label, kind))
+        else:
+            label = "+" if node.kind == "add" else ("x layer scale" if node.scaled else "x")
+            lines.append(_node(node.name, label, "join", "circle" if len(label) == 1 else "box"))
+        shown[node.name] = node.name
         lines += [f"  {_quoted(s)} -> {_quoted(node.name)};" for s in sources]
     return _graph(lines, title)
+
+
+def _in_channels(module: nn.Module) -> int:
+    first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
 
 
 def stage_block_dot(spec: ModelSpec, index: int) -> str:
     """The first block of stage ``index`` (the one with the stride), drawn from a freshly built module."""
     stage = spec.stages[index]
     module = build_stage(stage, stage_in_chs(spec)[index], [0.0] * stage.depth)[0]
-    return block_dot(module, f"stage{index + 1}, first block: {BLOCK_TITLES[stage.block]}")
+    size = stage_output_sizes(spec)[index]  # the map the block takes in
+    return block_dot(module, f"stage{index + 1}, first block: {BLOCK_TITLES[stage.block]}",
+                     (stage_in_chs(spec)[index], size, size))

@@ -10,13 +10,11 @@ here is that of the convolution path.
 """
 from __future__ import annotations
 
-import operator
 from typing import NamedTuple
 
-import torch.fx as fx
 from torch import nn
 
-from lib.model.tracing import layer_graph
+from lib.model.tracing import Node, layer_graph
 
 
 class Field(NamedTuple):
@@ -33,39 +31,29 @@ def _layer_field(module: nn.Module, field: Field) -> Field:
         kernel, stride = _pair(module.kernel_size), _pair(module.stride)
         dilation = _pair(getattr(module, "dilation", 1))
         return Field(field.size + (kernel - 1) * dilation * field.jump, field.jump * stride)
-    return field  # norms, activations, squeeze-excite gates and 1x1 reshapes keep the field
+    return field  # norms, activations, squeeze-excite gates and reshapes keep the field
 
 
-def module_field(module: nn.Module, start: Field = Field(1, 1)) -> Field:
-    """The field at ``module``'s output, given the field at its input."""
-    if not list(module.children()):
-        return _layer_field(module, start)  # a single layer traces into a functional call: read it directly
-    graph = layer_graph(module)
-    modules = dict(graph.named_modules())
-    fields: dict[fx.Node, Field] = {}
-    result = start
-    for node in graph.graph.nodes:
-        inputs = [fields[arg] for arg in node.all_input_nodes if arg in fields]
-        if node.op == "placeholder":
-            fields[node] = start
-        elif node.op == "output":
-            result = inputs[0] if inputs else start
-        elif not inputs:
-            continue  # a weight read by get_attr
-        elif node.op == "call_module":
-            fields[node] = _layer_field(modules[node.target], max(inputs))
-        elif node.op == "call_function" and node.target in (operator.add, operator.mul):
-            fields[node] = max(inputs)  # a sum or a gate sees what its widest input sees
-        else:
-            fields[node] = max(inputs)
-    return result
+def node_fields(nodes: list[Node], start: Field = Field(1, 1)) -> dict[str, Field]:
+    """The field at every node's output; a sum or a gate sees what its widest input sees."""
+    fields: dict[str, Field] = {}
+    for node in nodes:
+        inputs = [fields[name] for name in node.inputs if name in fields]
+        widest = max(inputs) if inputs else start
+        fields[node.name] = _layer_field(node.module, widest) if node.kind == "layer" else widest
+    return fields
+
+
+def module_field(module: nn.Module, input_shape: tuple[int, int, int] = (3, 64, 64)) -> Field:
+    """The field at ``module``'s output (measured on one ``input_shape`` image: shapes only)."""
+    nodes, _ = layer_graph(module, input_shape)
+    return node_fields(nodes)["out"]
 
 
 def stage_fields(model: nn.Module) -> list[Field]:
     """The field after the stem and after each stage of a FaceNet."""
-    field = module_field(model.stem)
-    found = [field]
-    for stage in model.stages:
-        field = module_field(stage, field)
-        found.append(field)
-    return found
+    spec = model.spec
+    watch = {"stem": model.stem} | {f"stage{i}": stage for i, stage in enumerate(model.stages)}
+    nodes, outputs = layer_graph(model, (spec.in_chs, spec.input_size, spec.input_size), watch)
+    fields = node_fields(nodes)
+    return [fields[outputs[name]] for name in watch]

@@ -15,6 +15,7 @@ from lib.model.blocks import ACTIVATIONS, BLOCKS, NORMS
 from lib.model.counting import conv_out
 
 STEM_KINDS = ("conv", "patchify")
+STAGE_REGULARISATION_DEFAULTS = {"drop_path": None, "drop_block": 0.0, "drop_block_size": 3}
 POOL_NORMS = ("none", "layer")
 
 
@@ -86,7 +87,12 @@ class ModelSpec:
     drop_path_rate: float = 0.0
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for stage in data["stages"]:  # a stage without regularisation writes as specs did before it existed
+            for name, default in STAGE_REGULARISATION_DEFAULTS.items():
+                if stage.get(name) == default:
+                    del stage[name]
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
