@@ -47,7 +47,7 @@ def load_test_set(settings: Settings) -> HeldOutSet:
     """The leaderboard's test set; NotConfigured without FACELAB_TEST_LABELS, ValueError when
     the labels file is refused or does not fit the data set's test_pairs.txt."""
     if config.test_labels_file() is None:
-        raise NotConfigured(f"no hidden test labels on this host: an instructor sets {config.TEST_LABELS_ENV} "
+        raise NotConfigured(f"it needs the hidden test labels, which an instructor names with {config.TEST_LABELS_ENV} "
                             f"and {config.LEADERBOARD_DATA_ENV} (see the README)")
     root = config.leaderboard_data()
     if root is None or not root.is_dir():
