@@ -49,6 +49,18 @@ def test_sequential_starts_as_cross_entropy(data):
     assert len(sequential.losses) == 80
 
 
+def test_joint_adds_the_weighted_center_term_and_pulls_classes_tighter(data):
+    """Joint (the course's sense): 0.7 x CE + 0.3 x center from the first step, the engine's own JointLoss."""
+    scratch = margin_toy.train_toy(data, "ce", steps=300, seed=1)
+    joint = margin_toy.train_toy(data, "ce", steps=300, schedule="joint", seed=1)
+    assert joint.schedule == "joint" and joint.train_acc >= 0.9
+    assert joint.losses[0] != pytest.approx(scratch.losses[0])  # a different objective from the first step
+    assert joint.intra_angle_deg < scratch.intra_angle_deg  # the center term compacts each class
+    np.testing.assert_allclose(np.linalg.norm(joint.directions, axis=1), 1.0, rtol=1e-5)  # CE's classifier rows
+    with pytest.raises(ValueError, match="already CE plus a metric term"):
+        margin_toy.train_toy(data, "center", steps=20, schedule="joint")
+
+
 def test_angular_spread_by_hand():
     angles = np.radians([-5, 0, 5, 115, 120, 125, 235, 240, 245])
     features = np.stack([np.cos(angles), np.sin(angles)], axis=1) * np.arange(1, 10)[:, None]

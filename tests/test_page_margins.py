@@ -63,3 +63,11 @@ def test_no_loss_chosen_says_what_to_do():
     app.button[0].click().run()
     assert not app.exception
     assert "Pick one to four losses" in app.error[0].value
+
+
+def test_the_toy_compares_scratch_joint_and_sequential(app):
+    app.radio(key="margins.toy_mode").set_value("schedules side by side")
+    next(b for b in app.button if "Train the toys" in b.label).click().run()
+    assert not app.exception and not app.error
+    table = next(frame.value for frame in app.dataframe if "gap (deg)" in frame.value.columns)
+    assert [row.split(", ")[-1] for row in table["loss"]] == ["scratch", "joint", "sequential"]

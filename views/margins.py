@@ -96,11 +96,13 @@ def _toy_run(root: str, identities: int, loss: str, params: tuple, steps: int, s
 
 with st.form("margins.toy_form"):
     left, right = st.columns(2)
-    mode = left.radio("Compare", ["losses side by side", "SphereFace m = 1, 2, 3, 4"], key="margins.toy_mode",
-                      horizontal=True)
-    schedule = left.radio("Schedule", margin_toy.SCHEDULES, index=1, key="margins.toy_schedule", horizontal=True,
-                          help="sequential: cross-entropy for the first half, then the margin loss. "
-                               "Try from scratch: in 2-D a margin from scratch often stalls with classes stuck.")
+    mode = left.radio("Compare", ["losses side by side", "schedules side by side", "SphereFace m = 1, 2, 3, 4"],
+                      key="margins.toy_mode", horizontal=True,
+                      help="schedules: the first loss chosen below, from scratch, joint and sequential.")
+    schedule = left.radio("Schedule", margin_toy.SCHEDULES, index=2, key="margins.toy_schedule", horizontal=True,
+                          help="sequential: cross-entropy for the first half, then the loss. joint: the loss "
+                               f"plus {margin_toy.JOINT_WEIGHT:g} x a center term from the first step (the course's "
+                               "joint training). In 2-D a margin from scratch often stalls with classes stuck.")
     identities = right.slider("Identities", 3, 8, 6, key="margins.toy_identities")
     steps = right.select_slider("Training steps", [100, 200, 300, 600, 1000], 300, key="margins.toy_steps")
     # The full width of the form: four loss tags stay readable side by side.
@@ -109,29 +111,37 @@ with st.form("margins.toy_form"):
     st.form_submit_button("Train the toys", type="primary")
 
 if mode.startswith("SphereFace"):
-    jobs = [("sphereface", {"m": m}, f"SphereFace m={m}") for m in (1, 2, 3, 4)]
-    schedule = "scratch"  # SphereFace's own lambda annealing is its warm start
+    # SphereFace's own lambda annealing is its warm start: from scratch
+    jobs = [("sphereface", {"m": m}, f"SphereFace m={m}", "scratch") for m in (1, 2, 3, 4)]
     st.caption("SphereFace trains from scratch here: its lambda starts large (plain softmax) and decays, which is its "
                "own way of starting easy. Watch the spread within each class shrink as m grows.")
+elif mode.startswith("schedules"):
+    first = next((name for name in losses if name not in ("center", "triplet")), "arcface")
+    jobs = [(first, {}, f"{_short_title(first)}, {way}", way) for way in margin_toy.SCHEDULES]
+    st.caption(f"{_short_title(first)} three ways: from scratch, joint (the course's sense: "
+               f"{1 - margin_toy.JOINT_WEIGHT:g} x the loss + {margin_toy.JOINT_WEIGHT:g} x a center term, together "
+               "from the first step) and sequential (cross-entropy first, then the loss).")
 else:
-    jobs = [(name, {}, _short_title(name)) for name in losses]
+    # Center and triplet are CE plus a metric term already: no joint version of them.
+    jobs = [(name, {}, _short_title(name), "scratch" if schedule == "joint" and name in ("center", "triplet")
+             else schedule) for name in losses]
 if not jobs:
     show_error("No loss chosen for the toy.", "Pick one to four losses above and press Train the toys.")
     st.stop()
 try:
     with st.spinner("Training the toy networks..."):
-        runs = [_toy_run(str(data_root()), identities, name, tuple(sorted(params.items())), steps, schedule)
-                for name, params, _ in jobs]
+        runs = [_toy_run(str(data_root()), identities, name, tuple(sorted(params.items())), steps, way)
+                for name, params, _, way in jobs]
         names = _toy_data(str(data_root()), identities).names
 except ValueError as err:
     show_error(f"The toy cannot train on this data set: {as_plain_markdown(str(err))}",
                "Pick a data set with at least 3 identities in the sidebar.")
     st.stop()
 # Identity names are folder names, and plotly renders HTML in legends and hover text.
-st.plotly_chart(geo.toy_figure(runs, [as_plain_html(name) for name in names], [title for _, _, title in jobs]),
+st.plotly_chart(geo.toy_figure(runs, [as_plain_html(name) for name in names], [title for _, _, title, _ in jobs]),
                 key="margins.toy_figure")
 table = pd.DataFrame({
-    "loss": [title for _, _, title in jobs],
+    "loss": [title for _, _, title, _ in jobs],
     "train acc.": [f"{r.train_acc:.0%}" for r in runs],
     "held-out acc.": [f"{r.dev_acc:.0%}" for r in runs],
     "spread (deg)": [round(r.intra_angle_deg, 1) for r in runs],

@@ -9,8 +9,9 @@ as long radial petals (separable), margin losses squeeze each class into a
 narrow angular sector with empty gaps between them (discriminative).
 
 Two ways to train with a margin loss are offered:
-"scratch" (the margin loss from the first step) and "sequential" (cross-entropy first,
-then the margin head, initialised from the classifier's weights).
+"scratch" (the loss alone from the first step), "joint" (the course's joint training: the
+loss plus a weighted center term, trained together from the first step) and "sequential"
+(cross-entropy first, then the margin head, initialised from the classifier's weights).
 """
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ from torch import nn
 from lib.base.threads import one_thread
 from lib.data.datasets import load_split
 from lib.losses.registry import LOSSES, build_loss
+from lib.train.step import JointLoss
 
 TOY_LOSSES = ("ce", "sphereface", "cosface", "arcface", "center", "triplet")
-SCHEDULES = ("scratch", "sequential")
+SCHEDULES = ("scratch", "joint", "sequential")
+JOINT_WEIGHT = 0.3  # the course's example: 0.7 x the loss + 0.3 x the center term
 MARGIN_HEADS = ("sphereface", "cosface", "arcface")
 
 # In two dimensions a scale of 30 makes the softmax saturate at once; 10 trains
@@ -151,6 +154,8 @@ def train_toy(data: ToyData, loss: str, params: dict | None = None, steps: int =
     params = toy_params(loss, params)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule: choose one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "joint" and loss in ("center", "triplet"):
+        raise ValueError(f"schedule: the {loss!r} loss is already CE plus a metric term; train it 'scratch'")
     if not 10 <= steps <= 5000:
         raise ValueError(f"steps: choose 10 to 5000, got {steps}")
     torch.manual_seed(seed)
@@ -165,6 +170,8 @@ def train_toy(data: ToyData, loss: str, params: dict | None = None, steps: int =
         # Only a margin head's class weights live where the classifier's do (class directions).
         init = net.classifier.weight.detach().clone() if first and loss in MARGIN_HEADS else None
         loss_module = build_loss(loss, 2, classes, init_weight=init, **params)
+        if schedule == "joint":  # the engine's own joint objective (lib/train/step.py), at the course's weight
+            loss_module = JointLoss(loss_module, JOINT_WEIGHT, 2, classes)
         _steps(net, loss_module, data, steps - first, generator, record)
     seconds = time.perf_counter() - start
     return _summarize(net, loss_module, data, loss, params, schedule, seconds, record)
@@ -186,7 +193,8 @@ def _tiny_work():
 
 def class_directions(net: ToyNet, loss_module: nn.Module) -> np.ndarray:
     """Unit vector of each class's deciding weight: the margin head's own, else the classifier's."""
-    weight = getattr(loss_module, "weight", None)
+    head = getattr(loss_module, "main", loss_module)  # a joint objective decides with the loss it wraps
+    weight = getattr(head, "weight", None)
     if not isinstance(weight, torch.Tensor):
         weight = net.classifier.weight
     return F.normalize(weight.detach().float(), dim=1).numpy()
