@@ -126,15 +126,6 @@ class ForeignNet(nn.Module):
         raise ValueError(f"the model returned {type(output).__name__}, not class scores: return a tensor of "
                          "logits or a dict with 'out'")
 
-    # ------------------------------------------------------------------ for choosing a layer
-
-    def layer_names(self) -> list[str]:
-        """Module names a user may choose as the embedding layer (every named submodule)."""
-        return [name for name, _ in self.model.named_modules() if name]
-
-    def top_level_blocks(self) -> list[tuple[str, nn.Module]]:
-        return list(self.model.named_children())
-
     def spatial_blocks(self, input_size: int) -> list[tuple[str, nn.Module, tuple[int, int, int]]]:
         """(name, module, output C x H x W) of each top-level block whose output is a feature map for
         ``input_size`` images (what GradCAM can look at), from one forward pass on a blank image."""

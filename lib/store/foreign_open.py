@@ -27,8 +27,6 @@ from lib.store.onnx_model import check_runs, read_onnx_bytes, read_onnx_file
 
 Progress = Callable[[str], None]
 DEFAULT_INPUT_SIZE = 112  # HW2P2's faces; callers pass the data set's size when they know it
-# What an upload widget may offer (the content decides how a file is read, not its name).
-ACCEPTED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".onnx")
 
 
 @dataclass
