@@ -86,6 +86,7 @@ def test_each_rank_trains_its_shard_of_every_batch(monkeypatch):
             shard = distributed.rank_batches(cfg, data)
             shard.set_epoch(1)
             assert shard.batches_per_epoch() == whole.batches_per_epoch()
+            assert shard.images is data.train.images  # a rank's share is read in place, never copied
             shards.append(shard)
         for batch in range(whole.batches_per_epoch()):
             (_, labels0), (_, labels1) = shards[0][batch], shards[1][batch]

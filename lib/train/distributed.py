@@ -187,22 +187,35 @@ def rank_batches(config: TrainConfig, data: TrainData) -> EpochBatches:
                         shard=rank(), shards=shards)
 
 
+class RankPKBatches(EpochBatches):
+    """P x K batches drawn from this rank's identities only. The images stay where they are (a
+    memory-mapped data cache is never copied per rank): the sampler draws positions among this
+    rank's images, and ``mine`` maps them back to the split."""
+
+    def __init__(self, split, mine: torch.Tensor, *args, **kwargs):
+        super().__init__(split, *args, **kwargs)
+        self.mine = mine
+
+    def _image_indices(self, batch: int) -> torch.Tensor:
+        return self.mine[super()._image_indices(batch)]
+
+
 def _pk_shard(config: TrainConfig, data: TrainData, shards: int) -> EpochBatches:
     """(P / N) x K batches from the identities of this rank (every N-th one), as many per epoch
     as a single process would train (every rank must take the same number of steps)."""
     identities, k = config.pk_batch()
     labels = data.train.labels
     mine = torch.isin(labels, labels.unique()[rank()::shards]).nonzero().flatten()
-    split = replace(data.train, images=data.train.images[mine], labels=labels[mine],
-                    paths=[data.train.paths[i] for i in mine.tolist()])
     per_rank = identities // shards
-    if len(split.labels.unique()) < per_rank:
+    held = len(labels[mine].unique())
+    if held < per_rank:
         raise ValueError(f"gpus_per_job: each of the {shards} processes draws P / {shards} = {per_rank} identities "
                          f"per batch from its share of the data, but a share holds only "
-                         f"{len(split.labels.unique())}; use fewer processes or a smaller batch")
-    sampler = PKSampler(split.labels, per_rank, k, seed=config.seed + rank())
+                         f"{held}; use fewer processes or a smaller batch")
+    sampler = PKSampler(labels[mine], per_rank, k, seed=config.seed + rank())
     sampler.num_batches = max(1, len(labels) // (identities * k))
-    return EpochBatches(split, config.augment, data.mean, data.std, per_rank * k, config.seed + rank(), sampler)
+    return RankPKBatches(data.train, mine, config.augment, data.mean, data.std, per_rank * k, config.seed + rank(),
+                         sampler)
 
 
 # -- the modules DDP trains --------------------------------------------------------------------
