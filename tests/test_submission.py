@@ -104,6 +104,23 @@ def test_classification_names_the_classifier_choice(setup, tmp_path, capsys):
     assert [label for _, label in rows] == [loaded.meta.classes[i] for i in best]
 
 
+def test_a_large_test_folder_is_decoded_once_into_the_data_cache(setup, tmp_path, monkeypatch):
+    from lib.data.images import decode_count
+    from lib.explore.submission import load_test_images
+
+    root, _, _, _ = setup
+    monkeypatch.setenv("FACELAB_IN_MEMORY_DATA_BYTES", "1")  # every set counts as large
+    monkeypatch.setenv("FACELAB_DATA_CACHE_DIR", str(tmp_path / "cache"))
+    names, first = load_test_images(root)
+    decoded = decode_count()
+    again_names, again = load_test_images(root)
+    assert decode_count() == decoded and again_names == names  # read back, nothing decoded twice
+    assert list((tmp_path / "cache").glob("*.npy")) and torch.equal(torch.as_tensor(np.asarray(again)), first)
+    files = [root / "cls_data" / "test" / name for name in names]
+    reference = torch.stack([decode_image(str(f), mode=ImageReadMode.RGB) for f in files])
+    assert torch.equal(torch.as_tensor(np.asarray(first)), reference)
+
+
 def test_a_data_set_without_test_pairs_says_so(setup, tmp_path, capsys):
     _, folder, _, _ = setup
     root = make_mini_dataset(tmp_path / "no-test", identities=3, pairs=4)

@@ -87,7 +87,11 @@ def load_test_images(root) -> tuple[list[str], torch.Tensor]:
         raise ValueError(f"{TEST_IMAGES}: {len(listing.refused)} file(s) refused ({listing.refused[0]})")
     if not names:
         raise NoTestData(f"{TEST_IMAGES} holds no .jpg or .png image")
-    stacked = stack_images(root, [f"{TEST_IMAGES}/{name}" for name in names])
+    # Named, so a large test folder goes through the data cache (decoded once, memory-mapped) like
+    # the splits; the files' sizes and times key it, so a changed folder is decoded again.
+    stats = [entry.stat() for entry in listing.found]
+    fingerprint = tuple((name, st.st_size, st.st_mtime_ns) for name, st in zip(names, stats))
+    stacked = stack_images(root, [f"{TEST_IMAGES}/{name}" for name in names], TEST_IMAGES, fingerprint)
     unreadable = list(stacked.corrupt) + list(stacked.refused)
     if unreadable:
         raise ValueError(f"{TEST_IMAGES}: {len(unreadable)} image(s) cannot be decoded ({unreadable[0]}); "
