@@ -328,3 +328,22 @@ def test_geometry_on_a_hand_made_configuration():
     assert g["mean_center_sample_angle"] == pytest.approx(10.0)
     assert g["inter_class_angle"] == pytest.approx((90 + 180 + 90) / 3)
     assert g["nearest_class_angle"] == pytest.approx(90.0)
+
+
+def test_geometry_of_many_classes_samples_the_centers_and_groups_in_one_pass(monkeypatch):
+    from lib.eval import metrics
+
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.repeat(np.arange(60), 3))  # shuffled: grouping must not assume order
+    embeddings = rng.normal(size=(len(labels), 8))
+    full = geometry(embeddings, labels)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    by_hand = [np.degrees(np.arccos(np.clip(unit[labels == c] @ unit[labels == c].T, -1, 1)))[np.triu_indices(3, 1)]
+               .mean() for c in range(60)]
+    assert full["intra_class_angle"] == pytest.approx(np.mean(by_hand))
+    monkeypatch.setattr(metrics, "MAX_CENTERS", 20)
+    sampled = geometry(embeddings, labels)
+    assert sampled["intra_class_angle"] == pytest.approx(full["intra_class_angle"])  # every class, as before
+    chosen = np.sort(np.random.default_rng(0).choice(60, 20, replace=False))
+    subset = np.isin(labels, chosen)
+    assert sampled["inter_class_angle"] == pytest.approx(geometry(embeddings[subset], labels[subset])["inter_class_angle"])
