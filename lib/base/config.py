@@ -100,12 +100,7 @@ def leaderboard_data() -> Path | None:
 
 def max_image_pixels() -> int:
     """Width x height above which an image is refused before it is decoded."""
-    configured = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
-    if not configured:
-        return DEFAULT_MAX_IMAGE_PIXELS
-    if not (configured.isascii() and configured.isdigit()) or int(configured) < 1:
-        raise ValueError(f"{MAX_IMAGE_PIXELS_ENV} must be a positive whole number of pixels, got {configured!r}")
-    return int(configured)
+    return positive_whole_number(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS, "pixels")
 
 
 PROJECTED_FACES_ENV = "FACELAB_PROJECTED_FACES"
@@ -114,12 +109,7 @@ DEFAULT_PROJECTED_FACES = 5000  # UMAP takes about 20 s for this many on a CPU; 
 
 def projected_faces() -> int:
     """How many faces the Embeddings page projects and draws at first (a fixed sample of more)."""
-    configured = os.environ.get(PROJECTED_FACES_ENV, "").strip()
-    if not configured:
-        return DEFAULT_PROJECTED_FACES
-    if not (configured.isascii() and configured.isdigit()) or int(configured) < 1:
-        raise ValueError(f"{PROJECTED_FACES_ENV} must be a positive whole number of faces, got {configured!r}")
-    return int(configured)
+    return positive_whole_number(PROJECTED_FACES_ENV, DEFAULT_PROJECTED_FACES, "faces")
 
 
 def data_cache_dir() -> Path:
@@ -131,20 +121,22 @@ def data_cache_dir() -> Path:
 
 def in_memory_data_bytes() -> int:
     """Decoded bytes up to which a data set's images are kept in memory instead of memory-mapped."""
-    return _positive_whole_number(IN_MEMORY_DATA_BYTES_ENV, DEFAULT_IN_MEMORY_DATA_BYTES, "bytes")
+    return positive_whole_number(IN_MEMORY_DATA_BYTES_ENV, DEFAULT_IN_MEMORY_DATA_BYTES, "bytes")
 
 
 def max_batch_activation_bytes() -> int:
     """Bytes of activations one batch may write before a forward pass or a training job is refused."""
-    return _positive_whole_number(MAX_BATCH_ACTIVATION_BYTES_ENV, DEFAULT_MAX_BATCH_ACTIVATION_BYTES, "bytes")
+    return positive_whole_number(MAX_BATCH_ACTIVATION_BYTES_ENV, DEFAULT_MAX_BATCH_ACTIVATION_BYTES, "bytes")
 
 
 def max_macs_per_image() -> int:
     """Multiply-accumulates one image's forward pass may take before a model is refused."""
-    return _positive_whole_number(MAX_MACS_PER_IMAGE_ENV, DEFAULT_MAX_MACS_PER_IMAGE, "MACs")
+    return positive_whole_number(MAX_MACS_PER_IMAGE_ENV, DEFAULT_MAX_MACS_PER_IMAGE, "MACs")
 
 
-def _positive_whole_number(env: str, default: int, unit: str) -> int:
+def positive_whole_number(env: str, default: int, unit: str) -> int:
+    """The setting ``env`` as a positive whole number of ``unit``; ``default`` when unset; ValueError
+    naming the variable when it is anything else."""
     configured = os.environ.get(env, "").strip()
     if not configured:
         return default

@@ -7,6 +7,7 @@ target and swapped in with two renames; ``recover_folder`` undoes a swap cut sho
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -125,3 +126,12 @@ def atomic_save_npy(path: str | os.PathLike, values) -> None:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """A hash of the file's bytes, read a megabyte at a time (a cache key for weights files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:32]

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from lib.base import config
-from lib.base.files import atomic_save_npy
+from lib.base.files import atomic_save_npy, file_fingerprint
 from lib.eval.cutoffs import Settings
 from lib.eval.leaderboard import Entry, board_score, load_hidden_labels, public_mask
-from lib.explore.models import cache_dir, file_fingerprint, images_fingerprint, open_model
+from lib.explore.models import cache_dir, images_fingerprint, open_model
 from lib.explore.submission import load_test_pairs, pair_lines, verification_scores
 from lib.jobs.queue import acting_names, job_users
 from lib.store.checkpoint import MODEL_FILE, is_checkpoint

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.base import config
-from lib.base.files import atomic_save_npy
+from lib.base.files import atomic_save_npy, file_fingerprint
 from lib.base.threads import one_thread
 from lib.jobs.queue import job_users
 from lib.losses.margins import MarginHead
@@ -95,14 +95,6 @@ def normalization(meta: CheckpointMeta) -> tuple[tuple, tuple]:
         return meta.normalize.mean, meta.normalize.std
     from lib.data.datasets import channel_stats  # old checkpoints: the embedded data's statistics
     return channel_stats(config.EMBEDDED_DATA)
-
-
-def file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:32]
 
 
 def open_model(folder, label: str | None = None) -> ExploreModel:

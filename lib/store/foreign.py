@@ -27,6 +27,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
+from lib.base import config
+
 MAX_WEIGHTS_BYTES_ENV = "FACELAB_MAX_WEIGHTS_BYTES"
 DEFAULT_MAX_WEIGHTS_BYTES = 2**30  # 1 GiB: a 35M-parameter model is 140 MB in float32
 # Where checkpoint dicts keep the model's weights, most specific first.
@@ -46,12 +48,7 @@ class ForeignWeights:
 
 
 def max_weights_bytes() -> int:
-    configured = os.environ.get(MAX_WEIGHTS_BYTES_ENV, "").strip()
-    if not configured:
-        return DEFAULT_MAX_WEIGHTS_BYTES
-    if not (configured.isascii() and configured.isdigit()) or int(configured) < 1:
-        raise ValueError(f"{MAX_WEIGHTS_BYTES_ENV} must be a positive whole number of bytes, got {configured!r}")
-    return int(configured)
+    return config.positive_whole_number(MAX_WEIGHTS_BYTES_ENV, DEFAULT_MAX_WEIGHTS_BYTES, "bytes")
 
 
 def check_size(name: str, size: int, limit: int | None = None) -> None:

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lib.base.files import file_fingerprint
 from lib.model import zoo
 from lib.model.foreign_net import ForeignNet
 from lib.store.foreign import ForeignWeights, read_weights_bytes, read_weights_file
@@ -54,7 +55,7 @@ def open_model_file(path, model_code: str | None = None, model_args: dict | None
             raise ValueError("an ONNX file holds its architecture: leave out --model-code")
         say(f"converting the ONNX graph of {path.name}")
         module = read_onnx_file(path, limit)
-        return _onnx_model(path.name, module, _file_hash(path), layer, input_size)
+        return _onnx_model(path.name, module, file_fingerprint(path), layer, input_size)
     say(f"reading {path.name}")
     weights = read_weights_file(path, limit)
     if model_code:
@@ -128,11 +129,3 @@ def mismatch_message(name: str, what: str, expected: dict, found: dict) -> str:
     parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
              for label, keys in (("missing", missing), ("unexpected", extra), ("other shape", other)) if keys]
     return f"{name}: the weights do not fit {what}: {'; '.join(parts)}"
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:32]
