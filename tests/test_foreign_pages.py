@@ -137,3 +137,21 @@ def test_the_same_weights_as_pth_and_as_onnx_score_the_same(world, tmp_path):
     with torch.no_grad():
         scores = [pair_scores(opened.net.embed(images), pairs.pairs) for opened in (as_pth, as_onnx)]
     torch.testing.assert_close(scores[0], scores[1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("inspect.foreign.layer", "nope", "has no layer named"),
+    ("inspect.foreign.args", "{bad", "constructor arguments are not JSON"),
+])
+def test_a_bad_choice_for_an_upload_gets_a_message(world, field, value, expected):
+    page = AppTest.from_file(str(config.PROJECT_ROOT / "views" / "inspect.py"), default_timeout=120)
+    page.session_state["facelab.data_root"] = str(world["data"])
+    page.run()
+    page.radio(key="inspect.source").set_value("upload one").run()
+    page.file_uploader(key="inspect.upload").set_value([("student.pth", world["file"], "application/octet-stream")])
+    page.run()
+    if field.endswith("args"):
+        page.text_input(key="inspect.foreign.code").set_value("student_model.py:Network")
+    page.text_input(key=field).set_value(value).run()
+    assert not page.exception
+    assert expected in page.error[0].value.replace("\\", "")

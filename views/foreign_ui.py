@@ -27,7 +27,11 @@ def _opened(name: str, data: bytes, layer: str, side: int, code: str, args: str)
     """Opening costs seconds (recognition, ONNX conversion): once per file and choice, shared."""
     if not code:
         return open_model_bytes(name, data, layer or None, side)
-    model_args = json.loads(args) if args.strip() else None
+    try:
+        model_args = json.loads(args) if args.strip() else None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"constructor arguments are not JSON ({err.msg}, column {err.colno}): give an object "
+                         "like {\"num_classes\": 7000}") from None
     if model_args is not None and not isinstance(model_args, dict):
         raise ValueError("constructor arguments: give a JSON object, like {\"num_classes\": 7000}")
     with tempfile.TemporaryDirectory() as folder:  # the reader takes a path; nothing of it is kept
@@ -77,7 +81,7 @@ def open_foreign(files: list[tuple[str, bytes]], default_side: int) -> ExploreMo
         with st.spinner("Opening the model..."):
             opened = _opened(name, data, layer.strip(), side, code, args)
             model = foreign.explore_foreign(opened, f"upload: {Path(name).name}", mean, std, side)
-    except (ValueError, json.JSONDecodeError) as err:
+    except ValueError as err:
         show_error(f"This model cannot be opened: {as_plain_markdown(str(err))}", HOW)
         st.stop()
     state.add_upload(model)
