@@ -3,16 +3,23 @@
 Baseline (the HW2P2 starter notebook's loop, done well): torchvision ImageFolder
 reading JPEGs with PIL, torchvision.transforms (v1) on PIL images, ToTensor +
 Normalize, a DataLoader with worker processes, the model in channels_last when the
-engine uses it, SGD, cross-entropy with label smoothing.
+engine uses it, SGD, cross-entropy with label smoothing. It runs twice: in fp32
+(the notebook's ``torch.cuda.amp.autocast`` does nothing on a CPU) and, when the
+engine trains in bf16 here, with the same bf16 autocast (the best the notebook's
+way can do on this machine).
 
-Engine: lib.train.engine's own step on the in-memory uint8 tensors of lib.data,
-per-image augmentation of uint8 tensors with the batch normalized in one pass,
-channels_last. Same model spec, batch size, optimizer, loss and augmentation.
+Engine: lib.train.engine's own step on the uint8 tensors of lib.data (in memory or
+memory-mapped), its augmentation, channels_last, and the precision the run asks
+for ("auto": bf16 on hardware with bf16 units). Same model spec, batch size,
+optimizer, loss and augmentation.
 
-Both loops run in alternating rounds in this one process, so a change in the
-machine's load hits both alike; images/s counts training steps only (model
-building and data decoding excluded). Prints both speeds and the ratio.
+The loops run in alternating rounds in this one process, so a change in the
+machine's load hits all alike; images/s counts training steps only (model
+building and data decoding excluded). Prints the speeds, the ratios, and each
+loop's MFU: model FLOPs (6 x forward MACs per image) per second over the measured
+speed of a large matmul in the loop's precision.
 Usage: python bench/train_speed.py [--recipe recipes/demo-ce.json] [--rounds 8] [--steps 5] [--data DIR]
+       [--precision auto|fp32|bf16]
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from torch import nn  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
 from lib.model.net import FaceNet  # noqa: E402
+from lib.model.profile import profile  # noqa: E402
 from lib.train.batches import make_loader  # noqa: E402
 from lib.train.config import load_run_file
 from lib.train.engine import Trainer  # noqa: E402
@@ -53,7 +61,7 @@ def notebook_loader(root: Path, mean, std, batch_size: int, workers: int, size: 
 
 
 class NotebookLoop:
-    def __init__(self, trainer: Trainer, workers: int):
+    def __init__(self, trainer: Trainer, workers: int, autocast_dtype: torch.dtype | None = None):
         config = trainer.config
         torch.manual_seed(config.seed)
         self.model = FaceNet(trainer.spec).train()
@@ -64,6 +72,7 @@ class NotebookLoop:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov, weight_decay=config.weight_decay)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.autocast_dtype = autocast_dtype
         size = int(trainer.data.train.images.shape[-1])
         self.loader = notebook_loader(trainer.data.root, trainer.data.mean, trainer.data.std,
                                       config.batch_size, workers, size)
@@ -80,7 +89,8 @@ class NotebookLoop:
         images, labels = self.next_batch()
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        loss = self.criterion(self.model(images), labels)
+        with torch.autocast("cpu", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            loss = self.criterion(self.model(images).float(), labels)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -134,21 +144,53 @@ def timed(loop, steps: int) -> tuple[int, float, float]:
     return images, time.perf_counter() - start, cpu_seconds() - cpu_start
 
 
-def report(config, trainer, args, totals: dict, ratios: list[float]) -> None:
+def matmul_flops(dtype: torch.dtype, size: int = 2048, reps: int = 5) -> float:
+    """Measured FLOP/s of a large square matmul in ``dtype`` on this CPU: the ceiling for MFU."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up: library choice
+    started = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * size**3 * reps / (time.perf_counter() - started)
+
+
+def report(trainer, args, totals: dict, rounds: dict, labels: dict) -> None:
+    config = trainer.config
     speed = {name: images / seconds for name, (images, seconds, _) in totals.items()}
     per_cpu = {name: images / cpu for name, (images, _, cpu) in totals.items()}
+    flops_per_image = 6 * profile(trainer.spec).macs
+    peaks = {dtype: matmul_flops(dtype) for dtype in (torch.float32, torch.bfloat16)}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"model {trainer.spec.name}, batch {config.batch_size}, threads {torch.get_num_threads()}, "
-          f"{args.rounds} alternating rounds x {args.steps} steps each, load average {load:.1f} on {os.cpu_count()} CPUs")
-    print(f"notebook loop (ImageFolder + PIL transforms + DataLoader, {args.workers} workers, "
-          f"channels_last={config.channels_last}), {trainer.data.train.images.shape[-1]} px: "
-          f"{speed['notebook']:.1f} images/s, {per_cpu['notebook']:.1f} images per CPU-second")
-    print(f"engine (in-memory uint8, batched normalize, channels_last={config.channels_last}, "
-          f"{config.workers} augmentation workers): {speed['engine']:.1f} images/s, "
-          f"{per_cpu['engine']:.1f} images per CPU-second")
-    print(f"ratio engine / notebook: {speed['engine'] / speed['notebook']:.2f}x images/s overall, "
-          f"{statistics.median(ratios):.2f}x median of the rounds (min {min(ratios):.2f}, max {max(ratios):.2f}); "
-          f"{per_cpu['engine'] / per_cpu['notebook']:.2f}x images per CPU-second")
+    print(f"model {trainer.spec.name} at {trainer.data.train.images.shape[-1]} px, batch {config.batch_size}, "
+          f"threads {torch.get_num_threads()}, {args.rounds} alternating rounds x {args.steps} steps each, "
+          f"load average {load:.1f} on {os.cpu_count()} CPUs")
+    print(f"matmul ceiling: fp32 {peaks[torch.float32] / 1e9:.0f} GFLOP/s, bf16 {peaks[torch.bfloat16] / 1e9:.0f} "
+          f"GFLOP/s; training {flops_per_image / 1e9:.2f} GFLOP per image")
+    for name, (text, dtype) in labels.items():
+        mfu = speed[name] * flops_per_image / peaks[dtype or torch.float32]
+        print(f"{text}: {speed[name]:.1f} images/s, {per_cpu[name]:.1f} images per CPU-second, MFU {mfu:.1%}")
+    for name in labels:
+        if name == "engine":
+            continue
+        ratios = rounds[name]
+        print(f"engine / {name}: {speed['engine'] / speed[name]:.2f}x images/s overall, "
+              f"{statistics.median(ratios):.2f}x median of the rounds (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+              f"{per_cpu['engine'] / per_cpu[name]:.2f}x images per CPU-second")
+
+
+def contenders(trainer: Trainer, workers: int) -> dict:
+    """name -> (loop, label, autocast dtype): the engine, the notebook in fp32 and, when the engine
+    trains in bf16, the notebook with the same autocast."""
+    config = trainer.config
+    engine_dtype = trainer.autocast_dtype
+    loops = {"engine": (EngineLoop(trainer), f"engine ({trainer.precision}, channels_last={config.channels_last}, "
+                                             f"{config.workers} augmentation workers)", engine_dtype)}
+    for dtype in dict.fromkeys([None, engine_dtype]):
+        name = "notebook" if dtype is None else "notebook-bf16"
+        loops[name] = (NotebookLoop(trainer, workers, dtype),
+                       f"{name} (ImageFolder + PIL transforms + DataLoader, {workers} workers, "
+                       f"channels_last={config.channels_last})", dtype)
+    return loops
 
 
 def main() -> int:
@@ -159,27 +201,31 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the notebook loop")
     parser.add_argument("--engine-workers", type=int, help="augmentation workers of the engine (default: the recipe's)")
     parser.add_argument("--data", help="another data set (e.g. 112 px from bench/make_large_set.py)")
+    parser.add_argument("--precision", help="the engine's precision (default: the recipe's, else auto)")
     args = parser.parse_args()
     config = load_run_file(args.recipe)
     if args.data:
         config.data_root = args.data
     if args.engine_workers is not None:
         config.workers = args.engine_workers
+    if args.precision:
+        config.precision = args.precision
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(config, out)
-        engine, notebook = EngineLoop(trainer), NotebookLoop(trainer, args.workers)
-        for loop in (engine, notebook):  # warm-up: first batches, worker start, allocator
+        loops = contenders(trainer, args.workers)
+        for loop, _, _ in loops.values():  # warm-up: first batches, worker start, allocator
             timed(loop, 2)
-        totals = {"engine": [0, 0.0, 0.0], "notebook": [0, 0.0, 0.0]}
-        ratios = []
+        totals = {name: [0, 0.0, 0.0] for name in loops}
+        rounds = {name: [] for name in loops}
         for _ in range(args.rounds):
             speeds = {}
-            for name, loop in (("engine", engine), ("notebook", notebook)):
+            for name, (loop, _, _) in loops.items():
                 images, seconds, cpu = timed(loop, args.steps)
                 totals[name] = [totals[name][0] + images, totals[name][1] + seconds, totals[name][2] + cpu]
                 speeds[name] = images / seconds
-            ratios.append(speeds["engine"] / speeds["notebook"])
-    report(config, trainer, args, totals, ratios)
+            for name in loops:
+                rounds[name].append(speeds["engine"] / speeds[name])
+    report(trainer, args, totals, rounds, {name: (text, dtype) for name, (_, text, dtype) in loops.items()})
     return 0
 
 

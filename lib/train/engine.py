@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lib.base.device import resolve_device
+from lib.base.device import compile_pays, resolve_device, resolve_precision
 from lib.data.datasets import release_pages
 from lib.losses.registry import LOSSES, build_loss
 from lib.model.net import FaceNet
@@ -153,14 +153,14 @@ class Trainer:
         return model, init_weight, loss_state
 
     def _precision(self):
-        precision = self.config.precision
-        if precision == "fp32":
+        """(autocast dtype or None, loss scaler or None) of the precision this run trains in here."""
+        self.precision, problem = resolve_precision(self.config.precision, self.device)
+        if problem:
+            self.warn(problem)
+        if self.precision == "fp32":
             return None, None
-        if self.device == "cpu" and precision == "fp16":
-            self.warn("precision: fp16 needs a GPU; training in fp32 on the CPU")
-            return None, None
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # bf16 needs no loss scaling
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None  # bf16 needs no loss scaling
         return dtype, scaler
 
     def _step_parts(self) -> StepParts:
@@ -172,7 +172,15 @@ class Trainer:
                          scheduler=self.scheduler, device=self.device, scaler=self.scaler, ema=self.ema,
                          mixer=make_mixer(config.mix, config.mix_alpha, self.data.num_classes),
                          autocast_dtype=self.autocast_dtype, channels_last=config.channels_last,
-                         grad_clip=config.grad_clip)
+                         grad_clip=config.grad_clip, forward=self._compiled_forward(model))
+
+    def _compiled_forward(self, model: nn.Module):
+        """The training forward pass through torch.compile when it pays here (see compile_pays),
+        else None (eager). Only training steps use it: their batch shape never changes (the last
+        short batch is dropped), so it compiles once; evaluation stays eager."""
+        if not compile_pays(self.config.compile_model, self.device):
+            return None
+        return torch.compile(model.embed_and_classify, dynamic=False)
 
     # -- events and files ---------------------------------------------------------------------
     def emit(self, kind: str, **fields) -> None:
@@ -309,7 +317,7 @@ class Trainer:
         try:
             result = train_step(self.step_parts, images, labels)
         except NonFiniteLoss as bad:
-            raise TrainingFailed(nan_message(bad.value, bad.learning_rate, self.config.precision,
+            raise TrainingFailed(nan_message(bad.value, bad.learning_rate, self.precision,
                                              self.epoch, self.step)) from None
         self.tally.add(result.loss, result.correct, result.images)
         self.step_log.add(result.loss, result.correct, result.images, self.step + 1, self.epoch)
@@ -334,7 +342,7 @@ class Trainer:
         """The failure of a run in which ``what`` turned NaN or infinite, with where and what to change."""
         momentum = self.config.momentum if self.config.optimizer == "sgd" else 0.0  # AdamW's beta1 adds no speed
         learning_rate = self.optimizer.param_groups[0]["lr"]
-        return TrainingFailed(non_finite_message(what, detail, learning_rate, self.config.precision, self.epoch,
+        return TrainingFailed(non_finite_message(what, detail, learning_rate, self.precision, self.epoch,
                                                  self.step, sgd_momentum=momentum))
 
     def save(self, folder, record: dict) -> None:
@@ -384,7 +392,8 @@ class Trainer:
             release_pages(self.data.dev.images)
             release_pages(self.data.pairs.images)
         return {"epoch": self.epoch + 1, "step": self.step, **tally.summary(),
-                "lr": self.optimizer.param_groups[0]["lr"], **metrics, "elapsed_s": round(self.elapsed(), 2)}
+                "lr": self.optimizer.param_groups[0]["lr"], **metrics, "elapsed_s": round(self.elapsed(), 2),
+                "precision": self.precision}  # what ran: "auto" is bf16 on one machine and fp32 on another
 
     def record_warnings(self, record: dict) -> None:
         """New warnings about this epoch go into its record (the Runs page lists them) and out as events."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +94,7 @@ class StepParts:
     autocast_dtype: torch.dtype | None = None  # None: fp32
     channels_last: bool = False
     grad_clip: float = 0.0  # max global gradient norm; 0: off
+    forward: Callable | None = None  # images -> (embeddings, logits); None: model.embed_and_classify
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -191,7 +193,7 @@ def train_step(parts: StepParts, images: torch.Tensor, labels: torch.Tensor) -> 
     if parts.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     with parts.autocast():
-        embeddings, logits = parts.model.embed_and_classify(images)
+        embeddings, logits = (parts.forward or parts.model.embed_and_classify)(images)
         output = parts.loss_module(embeddings.float(), logits.float(), targets)
     loss = float(output.loss.detach())
     if not math.isfinite(loss):

@@ -72,9 +72,13 @@ GROUPS: dict[str, tuple[Field, ...]] = {
         Field("grad_clip", "Gradient clipping", "float", "Max global gradient norm; 0 = off.", 0.0, 100.0, 0.5),
     ),
     "System": (
-        Field("precision", "Precision", "choice", "bf16/fp16 autocast pay off on a GPU; the CPU trains in fp32.",
-              choices=("fp32", "bf16", "fp16")),
+        Field("precision", "Precision", "choice", "auto: bf16 where the hardware has bf16 units (recent GPUs, "
+              "CPUs with AMX), fp16 with loss scaling on older GPUs, else fp32. Evaluation is always fp32.",
+              choices=("auto", "fp32", "bf16", "fp16")),
         Field("channels_last", "channels_last", "bool", "NHWC layout: faster convolutions on most hardware."),
+        Field("compile_model", "torch.compile", "choice", "auto: on a GPU (fused kernels, a minute or two to "
+              "compile first); off on a CPU, where compiling takes minutes and gains a few percent.",
+              choices=("auto", "on", "off")),
         Field("workers", "Data workers", "int", "Processes that augment batches (0 = in the training process).", 0, 16, 1),
         Field("seed", "Seed", "int", "Same seed, same run.", 0, 2**31 - 1, 1),
     ),
