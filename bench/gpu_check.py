@@ -14,8 +14,12 @@ ways, one after the other for each model:
              FaceNet, optimizer, loss, batch size, augmentation and precision.
 
 Prints images/s, the ratio engine/reference, peak GPU memory, the loss at the
-start and end of each run, and the training MFU. Exit code 0 when every run
-finished and its loss fell; 1 otherwise; 2 when there is no GPU (use --smoke).
+start and end of each run, and the training MFU. Before the runs it also builds
+the data cache of the set's distinct faces twice, one file at a time on the CPU
+and in batches with the GPU's JPEG decoder (nvjpeg; libjpeg-turbo in a CPU smoke
+run), and prints both images/s and how far the pixels differ. Exit code 0 when
+every run finished and its loss fell and the decodes matched (mean difference
+below 2 levels); 1 otherwise; 2 when there is no GPU (use --smoke).
 
 Usage (from the repository root): bash bench/gpu_check.sh [--smoke] [--steps N] ...
 """
@@ -48,6 +52,7 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
+from bench.decode_speed import compare_decoders, comparison_text, image_paths  # noqa: E402
 from lib.base import config as paths  # noqa: E402
 from lib.model.net import FaceNet  # noqa: E402
 from lib.model.profile import profile  # noqa: E402
@@ -592,14 +597,29 @@ def print_table(results: list[RunResult], peak_flops: float) -> None:
               f"{pause:>7} {peak:>9} {loss:>19} {mfu_text(r, peak_flops):>6} {6 * r.macs / 1e9:>9.2f}  {note}")
 
 
-def verdict(results: list[RunResult]) -> int:
-    problems = [f"{r.model} {r.way}: {r.error}" for r in results if r.error]
+def check_decode(face_set: FaceSet, plan: Plan) -> str | None:
+    """The data cache built by the batch JPEG decoder (nvjpeg on a GPU; libjpeg-turbo in a CPU smoke run)
+    against the one-file CPU path, over the set's distinct files (its copies are hard links to them);
+    what went wrong, or None."""
+    device = "cuda" if plan.device == "cuda" else "cpu"
+    rel_paths = [rel for rel in image_paths(face_set.root) if "_copy" not in Path(rel).stem]
+    try:
+        result = compare_decoders(face_set.root, rel_paths, device)
+    except Exception as error:  # noqa: BLE001 - reported with the runs' problems, the training runs still go
+        traceback.print_exc()
+        return f"data cache decode on {device}: {type(error).__name__}: {error}"
+    print("\n" + comparison_text(result))
+    return result.problem()
+
+
+def verdict(results: list[RunResult], other_problems: tuple[str, ...] = ()) -> int:
+    problems = [f"{r.model} {r.way}: {r.error}" for r in results if r.error] + list(other_problems)
     problems += [f"{r.model} {r.way}: the loss did not fall ({r.first_loss():.3f} -> {r.last_loss():.3f})"
                  for r in results if not r.error and not r.loss_fell()]
     if problems:
         print("\nCHECK FAILED:\n  " + "\n  ".join(problems))
         return 1
-    print("\nCHECK PASSED: every run finished and its loss fell")
+    print("\nCHECK PASSED: every run finished and its loss fell; the batch JPEG decode matched the CPU's")
     return 0
 
 
@@ -652,6 +672,7 @@ def main(argv=None) -> int:
               f"the timed window and are measured and shown apart; the first {plan.skip_steps} steps are "
               f"outside it, and so is start-up (for the first engine run it includes decoding the whole data set "
               f"into memory; later engine runs find it cached)")
+        decode_problem = check_decode(face_set, plan)
         results = []
         for config in model_configs(plan, face_set):
             for way in ("engine", "reference"):
@@ -662,7 +683,7 @@ def main(argv=None) -> int:
               f"img/s; peak MiB: torch.cuda.max_memory_allocated over the run (the engine's includes its "
               f"evaluation); loss: mean of the first and of the last steps; GFLOP/img: training, 6 x forward MACs; "
               f"MFU: GFLOP/img x img/s / {peak_flops / 1e12:.1f} TFLOP/s (the measured matmul)")
-        status = verdict(results)
+        status = verdict(results, (decode_problem,) if decode_problem else ())
     finally:
         if args.keep:
             print(f"kept {work_dir}")

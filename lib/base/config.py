@@ -124,6 +124,20 @@ def in_memory_data_bytes() -> int:
     return positive_whole_number(IN_MEMORY_DATA_BYTES_ENV, DEFAULT_IN_MEMORY_DATA_BYTES, "bytes")
 
 
+DECODE_DEVICE_ENV = "FACELAB_DECODE_DEVICE"
+# Where the JPEGs of a set built into the data cache are decoded: "cuda" (nvjpeg, in batches),
+# "cpu" (one file at a time, libjpeg-turbo), or "auto": cuda when a working GPU decoder is found.
+DECODE_DEVICES = ("auto", "cpu", "cuda")
+
+
+def decode_device() -> str:
+    """Where the data cache's JPEGs are decoded (FACELAB_DECODE_DEVICE): "auto" (default), "cpu" or "cuda"."""
+    value = os.environ.get(DECODE_DEVICE_ENV, "").strip().lower() or "auto"
+    if value not in DECODE_DEVICES:
+        raise ValueError(f"{DECODE_DEVICE_ENV} must be one of {', '.join(DECODE_DEVICES)}, got {value!r}")
+    return value
+
+
 def max_batch_activation_bytes() -> int:
     """Bytes of activations one batch may write before a forward pass or a training job is refused."""
     return positive_whole_number(MAX_BATCH_ACTIVATION_BYTES_ENV, DEFAULT_MAX_BATCH_ACTIVATION_BYTES, "bytes")

@@ -28,9 +28,10 @@ read between two releases, not by the data set's size.
 
 The build decodes into the mapped file chunk by chunk (never a list of every image plus
 the stacked copy), fsyncs it and renames it into place, then writes the index: a crash
-leaves no half file that looks finished. A lock file lets the app and a training job that
-ask at once decode it once. A corrupt image is recorded in the index, so it is listed on
-every load and never decoded again.
+leaves no half file that looks finished. On a GPU host the JPEGs are decoded in batches by
+nvjpeg (lib/data/jpeg_batch.py; FACELAB_DECODE_DEVICE), into the same slots as the one-file
+CPU path would. A lock file lets the app and a training job that ask at once decode it once.
+A corrupt image is recorded in the index, so it is listed on every load and never decoded again.
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ import time
 import weakref
 from collections import Counter
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -59,6 +61,10 @@ from lib.base.files import atomic_write_json, fsync_file
 FORMAT = 1  # bump when the files' layout or meaning changes: older files are then ignored
 CHUNK_BYTES = 32 * 2**20  # decoded between two progress reports, and released from this process after each
 Progress = Callable[[int, int], None]  # (images done, images in all)
+# Decodes a run of files, one image (or None once noted in found) per file in order: the batch decoder
+# (lib/data/jpeg_batch.py) a ``Batch`` factory gives for (found, (height, width)), or None for one file at a time.
+DecodeRun = Callable[[list[str]], Iterable["torch.Tensor | None"]]
+Batch = Callable[[dict, tuple[int, int]], "DecodeRun | None"]
 
 # data pointer of a mapped set -> its numpy memmap (release_pages); weak, so a set nobody holds is unmapped
 _MAPPINGS: dict[int, weakref.ref] = {}
@@ -240,16 +246,20 @@ def _common_size(root: Path, rel_paths: list[str], header_size) -> tuple[int, in
     return sizes.most_common(1)[0][0] if sizes else (0, 0)
 
 
-def _decode_into(array: np.ndarray, root: Path, rel_paths: list[str], decode, progress: Progress | None) -> dict:
-    """Decode every file into the next free slot of ``array``; the index's content."""
+def _decode_into(array: np.ndarray, root: Path, rel_paths: list[str], decode, progress: Progress | None,
+                 batch: Batch | None = None) -> dict:
+    """Decode every file into the next free slot of ``array`` (in batches when ``batch`` gives a decoder);
+    the index's content."""
     height, width = array.shape[-2:]
     found = {"kept": [], "corrupt": [], "refused": {}, "resized": [], "sizes": Counter()}
+    decode_run = batch(found, (height, width)) if batch is not None else None
+    if decode_run is None:  # one file at a time
+        decode_run = partial(_one_by_one, decode, root, found)
     sums, squares = np.zeros(3, dtype=np.uint64), np.zeros(3, dtype=np.uint64)  # exact, in 0..255 units
     chunk = max(1, CHUNK_BYTES // max(1, array[0].nbytes if len(array) else 1))
     for start in range(0, len(rel_paths), chunk):
         first = len(found["kept"])
-        for index in range(start, min(start + chunk, len(rel_paths))):
-            image = decode(root, rel_paths[index], found)
+        for index, image in enumerate(decode_run(rel_paths[start:start + chunk]), start):
             if image is None:
                 continue
             found["sizes"][f"{image.shape[-2]}x{image.shape[-1]}"] += 1
@@ -266,6 +276,10 @@ def _decode_into(array: np.ndarray, root: Path, rel_paths: list[str], decode, pr
     found["channel_sums"] = ((sums / 255.0).tolist(), (squares / 255.0**2).tolist(), values)
     found["count"] = len(found["kept"])
     return found
+
+
+def _one_by_one(decode, root: Path, found: dict, rel_paths: list[str]) -> Iterable[torch.Tensor | None]:
+    return (decode(root, rel, found) for rel in rel_paths)
 
 
 def _add_sums(chunk: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> None:
@@ -297,12 +311,14 @@ def _write_data(data_file: Path, shape: tuple, fill: Callable[[np.ndarray], dict
 
 
 def cached_decode(root: Path, part: str, rel_paths: list[str], fingerprint, decode, header_size,
-                  progress: Progress | None = None) -> Decoded:
+                  progress: Progress | None = None, batch: Batch | None = None) -> Decoded:
     """The files decoded into the data cache (built now if absent or stale), memory-mapped.
 
     ``decode(root, rel, found)`` returns the uint8 image or None after noting the file in
     ``found["corrupt"]`` or ``found["refused"]``; ``header_size(path, root)`` the declared
-    (height, width) or None. ValueError naming the cache folder when it cannot be written."""
+    (height, width) or None; ``batch``, asked only when the cache is built, a batch decoder
+    that writes the same images into the same slots. ValueError naming the cache folder when
+    it cannot be written."""
     data_file, index_file = cache_files(root, part, rel_paths, fingerprint)
     cached = _read(data_file, index_file)
     if cached is not None:
@@ -315,7 +331,8 @@ def cached_decode(root: Path, part: str, rel_paths: list[str], fingerprint, deco
                 return cached
             height, width = _common_size(root, rel_paths, header_size)
             shape = (len(rel_paths), 3, height, width)
-            index = _write_data(data_file, shape, lambda array: _decode_into(array, root, rel_paths, decode, progress))
+            index = _write_data(data_file, shape,
+                                lambda array: _decode_into(array, root, rel_paths, decode, progress, batch))
             index["sizes"] = dict(index["sizes"])
             atomic_write_json(index_file, index)
             _drop_stale(data_file)

@@ -7,7 +7,9 @@ data set is followed. An image whose header declares more than
 ``config.max_image_pixels()`` pixels is refused the same way, before decoding; a
 file too large to hold such an image is not even read. Decoded images are stacked
 into one uint8 tensor at their most common size: in memory for a small set, memory-mapped
-from the data cache (lib/data/cache.py) for one larger than ``config.in_memory_data_bytes()``.
+from the data cache (lib/data/cache.py) for one larger than ``config.in_memory_data_bytes()``;
+the data cache's JPEGs, read and checked here, may be decoded in batches on a GPU
+(lib/data/jpeg_batch.py), every other file one at a time here.
 
 A data set is a folder in the HW2P2 layout (``cls_data/train``) or a verification-only
 one (``ver_data/`` and ``val_pairs.txt``, no ``cls_data``): see lib/data/datasets.py.
@@ -20,7 +22,7 @@ import stat
 import struct
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from PIL.JpegImagePlugin import JpegImageFile
@@ -29,11 +31,13 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from lib.base import config
-from lib.data.cache import Decoded, Progress, cached_decode
+from lib.data import jpeg_batch
+from lib.data.cache import Decoded, DecodeRun, Progress, cached_decode
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_ENTRIES = 6  # a few data sets at once; older ones are dropped
 SIZE_SAMPLE = 64  # headers read to tell a set's decoded size before decoding it
+FROM_SETTING = "setting"  # stack_images' batch_device: the one FACELAB_DECODE_DEVICE gives (jpeg_batch.batch_device)
 _decodes = 0  # images decoded by this process (decode_count): a cached set decodes none
 
 
@@ -283,6 +287,47 @@ def _decode_noting(root: Path, rel: str, found: dict) -> torch.Tensor | None:
     return None
 
 
+def _batch_content(root: Path, within: Path, rel: str, size: tuple[int, int]) -> torch.Tensor | None:
+    """The bytes of a file the batch decoder may take - a JPEG inside the data set (``within``: its
+    resolved folder), within the size caps, whose header declares the set's ``size`` - or None: the
+    file then goes through ``_decode_noting``, which refuses, records or resizes it."""
+    path = root / rel
+    target = path.resolve()
+    if outside_reason(path, within, target):
+        return None
+    try:
+        content = _read_bytes(target)
+        with JpegImageFile(io.BytesIO(content)) as header:
+            width, height = header.size
+            mode = header.mode
+    except (NotAnImage, ImageRefused, *_HEADER_ERRORS):
+        return None
+    if ((height, width) != tuple(size) or height * width > config.max_image_pixels()
+            or mode not in jpeg_batch.BATCHABLE_MODES or not jpeg_batch.looks_batchable(content)):
+        return None
+    return torch.frombuffer(content, dtype=torch.uint8)
+
+
+def _batch_decoder(root: Path, device: str | None) -> Callable[[dict, tuple[int, int]], DecodeRun | None]:
+    """What the data cache asks, once it must build a set, for a decoder of runs of files in batches on
+    ``device`` (FROM_SETTING: jpeg_batch.batch_device(); None: one file at a time, no batches)."""
+    def start(found: dict, size: tuple[int, int]) -> DecodeRun | None:
+        chosen = jpeg_batch.batch_device() if device == FROM_SETTING else device
+        if chosen is None:
+            return None
+        within = root.resolve()
+        batched = jpeg_batch.BatchedJpegs(chosen, lambda rel: _batch_content(root, within, rel, size),
+                                          lambda rel: _decode_noting(root, rel, found))
+
+        def decode_run(rel_paths: list[str]):
+            global _decodes
+            before = batched.decoded
+            yield from batched(rel_paths)
+            _decodes += batched.decoded - before
+        return decode_run
+    return start
+
+
 def decoded_bytes_estimate(root: Path, rel_paths: list[str]) -> int:
     """The bytes the files take decoded, from the headers of SIZE_SAMPLE of them spread over the list."""
     step = max(1, len(rel_paths) // SIZE_SAMPLE)
@@ -295,15 +340,18 @@ def decoded_bytes_estimate(root: Path, rel_paths: list[str]) -> int:
 
 
 def stack_images(root: Path, rel_paths: list[str], part: str | None = None, fingerprint=None,
-                 progress: Progress | None = None) -> Stacked:
+                 progress: Progress | None = None, batch_device: str | None = FROM_SETTING) -> Stacked:
     """Decode files into one uint8 [N,3,H,W] tensor at the most common size (others are resized).
 
     Named by ``part`` (and ``fingerprint``, the files' sizes and times), a set larger than
     ``config.in_memory_data_bytes()`` comes from the data cache (lib/data/cache.py): decoded
-    once, then memory-mapped. Without a part, or when small, it is decoded into memory."""
+    once, then memory-mapped, its JPEGs in batches on ``batch_device`` (by default the GPU
+    when there is a working one: lib/data/jpeg_batch.py; None: one file at a time on the CPU).
+    Without a part, or when small, it is decoded into memory, one file at a time."""
     root = Path(root)
     if part is not None and decoded_bytes_estimate(root, rel_paths) > config.in_memory_data_bytes():
-        return cached_decode(root, part, rel_paths, fingerprint, _decode_noting, header_size, progress)
+        return cached_decode(root, part, rel_paths, fingerprint, _decode_noting, header_size, progress,
+                             _batch_decoder(root, batch_device))
     found = {"refused": {}, "corrupt": []}
     decoded, kept = [], []
     for index, rel in enumerate(rel_paths):
