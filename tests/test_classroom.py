@@ -3,6 +3,7 @@ launching a job through the real queue, while the queue keeps its limit and the
 app keeps answering; and one student's choices never reach another's session."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ from lib.jobs import queue as jobs
 from lib.model.net import count_params
 from lib.model.presets import PRESETS
 from lib.store.checkpoint import load_checkpoint
+from lib.store.run_folder import RunFolder
 from lib.ui import train_form
 from lib.ui.text import as_plain_markdown
 from tests.browser_support import AppServer
@@ -175,6 +177,11 @@ def check_the_queue(final: list, monitor: Monitor, runs_dir: Path) -> None:
     for job in final:
         if job.state == "done":
             assert len(load_checkpoint(job.run_dir / "best").meta.classes) == 6
+    # The queue splits the cores among the jobs it runs at once: each training process says how many it got.
+    share = max(1, (os.cpu_count() or 1) // MAX_JOBS)
+    logs = [RunFolder(job.run_dir).log_tail(lines=400, max_chars=100_000) for job in final]
+    trained = [log for log in logs if "starting: step" in log]
+    assert len(trained) >= MAX_JOBS and all(f"on cpu, {share} CPU threads" in log for log in trained), trained
     assert training_processes(runs_dir) == []
     with sqlite3.connect(runs_dir / jobs.DB_NAME) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

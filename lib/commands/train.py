@@ -74,7 +74,8 @@ def print_event(event: dict) -> None:
     kind = event["kind"]
     if kind == "start":
         verb = "resuming at" if event["resumed"] else "starting:"
-        print(f"{verb} step {event['step']}/{event['total_steps']} on {event['device']}", flush=True)
+        where = event["device"] + (f", {event['threads']} CPU threads" if event["device"] == "cpu" else "")
+        print(f"{verb} step {event['step']}/{event['total_steps']} on {where}, {event['precision']}", flush=True)
     elif kind == "epoch":
         print(f"epoch {event['epoch']}: loss {event['train_loss']:.4f} train acc {event['train_acc']:.3f} "
               f"| dev top-1 {event['dev_top1']:.3f} top-5 {event['dev_top5']:.3f} | AUC {event['auc']:.4f} "

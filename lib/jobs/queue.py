@@ -393,7 +393,7 @@ class JobQueue:
     def _start(self, conn: sqlite3.Connection, job: Job, busy: list) -> str | None:
         """Start a job on the configured launcher; returns the device it got (None if it failed)."""
         try:
-            started = launcher.start(job, busy)
+            started = launcher.start(job, busy, cpu_share=self.max_running)
         except (OSError, ValueError) as err:
             conn.execute("UPDATE jobs SET state = 'failed', ended = ?, reason = ? WHERE id = ?",
                          (time.time(), f"could not start the training process: {err}", job.id))

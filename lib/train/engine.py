@@ -268,7 +268,7 @@ class Trainer:
         self.started = self.last_resume_save = time.perf_counter()
         self.session_start_step = self.step
         self.emit("start", epoch=self.epoch, step=self.step, total_steps=self.total_steps,
-                  device=self.device, resumed=resume)
+                  device=self.device, resumed=resume, precision=self.precision, threads=torch.get_num_threads())
         self.progress(force=True, message="resumed" if resume else "started")
         while self.epoch < self.config.epochs:
             if self.step_limit_reached() or not self.train_epoch():
