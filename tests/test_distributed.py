@@ -38,8 +38,9 @@ NO_RANDOM_AUGMENTATION = [{"name": "RandomHorizontalFlip", "params": {"p": 0.0}}
 
 
 def test_two_gloo_processes_resume_a_run_and_train_it_like_one_process(tmp_path):
+    # fp32: the comparison is of the arithmetic of two half batches with one whole batch, which bf16 blurs
     run = tiny_run("ddp", epochs=1, gpus_per_job=2, augment=NO_RANDOM_AUGMENTATION, channels_last=False,
-                   subset={"classes": 10, "pairs": 12})
+                   precision="fp32", subset={"classes": 10, "pairs": 12})
     run["model"] = NO_BATCHNORM
     reference = train(config_from_run(run), tmp_path / "one")  # one process, start to end
     assert reference["status"] == "done"

@@ -18,11 +18,13 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lib.data.augment import build_pipeline, training_transform
+from lib.data.batch_augment import batch_pipeline
 from lib.data.cache import gather
 from lib.data.datasets import ImageSet, PairSet, channel_stats, load_pairs, load_split, resolve_dataset
 from lib.losses.registry import LOSSES
@@ -109,7 +111,14 @@ class Normalizer:
         self.inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.mean) * self.inv_std
+        return (images.float() - self.mean.to(images.device)) * self.inv_std.to(images.device)
+
+
+class RawBatch(NamedTuple):
+    """A batch before augmentation: uint8 images [B,C,H,W], labels [B], and the seed of its augmentation."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    seed: int
 
 
 class EpochBatches(Dataset):
@@ -117,10 +126,16 @@ class EpochBatches(Dataset):
 
     Without a sampler an epoch is one shuffled pass over the images; with a PKSampler each
     batch holds P identities x K images (B = P x K) and the sampler says how many batches
-    make an epoch."""
+    make an epoch.
+
+    A pipeline with a batched form (lib/data/batch_augment.py) is applied to the whole batch at
+    once, each image with its own random parameters; any other pipeline runs image by image.
+    With ``augment_in_loader=False`` an item is the ``RawBatch`` instead, so that a trainer can move
+    the uint8 batch to its GPU and call ``augment_batch(images, seed)`` there: the same pictures
+    (up to float rounding) as the loader would have made."""
 
     def __init__(self, split: ImageSet, steps: list[dict], mean, std, batch_size: int, seed: int,
-                 sampler: PKSampler | None = None):
+                 sampler: PKSampler | None = None, augment_in_loader: bool = True):
         self.images, self.labels = split.images, split.labels
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.sampler, self.sampled = sampler, []  # sampled: the sampler's batches of this epoch
@@ -132,6 +147,8 @@ class EpochBatches(Dataset):
         # Per image only the (uint8) augmentation; conversion and normalization once per batch.
         self.augment = training_transform(steps, mean, std) if ends_normalized else build_pipeline(steps)
         self.normalize = None if ends_normalized else Normalizer(mean, std)
+        self.batched = batch_pipeline(steps, mean, std)  # None: no batched form, augment image by image
+        self.augment_in_loader = bool(augment_in_loader)
         self.order = torch.arange(len(self.labels))
 
     def batches_per_epoch(self) -> int:
@@ -161,19 +178,31 @@ class EpochBatches(Dataset):
             index = index.repeat(self.batch_size // max(1, len(index)) + 1)[:self.batch_size]
         return index
 
-    def __getitem__(self, item: int):
+    def raw_batch(self, item: int) -> RawBatch:
+        """Item ``item`` unaugmented: its uint8 images, labels and augmentation seed."""
         batch = self.start + item
         index = self._image_indices(batch)
+        return RawBatch(gather(self.images, index), self.labels[index], batch_seed(self.seed, self.epoch, batch))
+
+    def augment_batch(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+        """uint8 [B,C,H,W] (on any device) -> augmented, normalized float32, the pictures decided by ``seed``."""
+        if self.batched is not None:
+            return self.batched(images, torch.Generator().manual_seed(seed))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(batch_seed(self.seed, self.epoch, batch))
-            images = torch.stack([self.augment(image) for image in gather(self.images, index)])
-        if self.normalize is not None:
-            images = self.normalize(images)
-        return images, self.labels[index]
+            torch.manual_seed(seed)
+            images = torch.stack([self.augment(image) for image in images])
+        return images if self.normalize is None else self.normalize(images)
+
+    def __getitem__(self, item: int):
+        raw = self.raw_batch(item)
+        if not self.augment_in_loader:
+            return raw
+        return self.augment_batch(raw.images, raw.seed), raw.labels
 
 
-def training_batches(config: TrainConfig, data: TrainData) -> EpochBatches:
-    """The run's batches: shuffled images, or P identities x K images for a loss that needs them.
+def training_batches(config: TrainConfig, data: TrainData, augment_in_loader: bool = True) -> EpochBatches:
+    """The run's batches: shuffled images, or P identities x K images for a loss that needs them
+    (``augment_in_loader=False``: unaugmented RawBatch items, see EpochBatches).
     ValueError (naming the field) when the data has fewer identities than a batch asks for."""
     sampler = None
     if LOSSES[config.loss].needs_pk_batches:
@@ -184,11 +213,12 @@ def training_batches(config: TrainConfig, data: TrainData) -> EpochBatches:
                              f"needs {identities} identities, but the training data has only {available}; use a "
                              f"batch_size of at most {available * k} (P = batch_size / K)")
         sampler = PKSampler(data.train.labels, identities, k, seed=config.seed)
-    return EpochBatches(data.train, config.augment, data.mean, data.std, config.batch_size, config.seed, sampler)
+    return EpochBatches(data.train, config.augment, data.mean, data.std, config.batch_size, config.seed, sampler,
+                        augment_in_loader=augment_in_loader)
 
 
 def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers only run per-image transforms; leave the cores to the model
+    torch.set_num_threads(1)  # workers only augment (small ops on one batch); leave the cores to the model
     # A cancel (SIGTERM/Ctrl-C to the process group) is handled by the training process, which
     # finishes its step and saves; a worker dying first would turn the cancel into a crash.
     for sig in (signal.SIGTERM, signal.SIGINT):
