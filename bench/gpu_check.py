@@ -6,8 +6,11 @@ steps), measures the GPU's bf16 matmul speed as the ceiling for MFU, then trains
 two models (the course ConvNeXt, a ResNet-18) for a fixed number of steps in two
 ways, one after the other for each model:
 
-  engine     lib.train.engine.train(): in-memory uint8 images, augmentation in
-             DataLoader workers, bf16 autocast, channels_last, evaluation and
+  engine     lib.train.engine.train(): in-memory uint8 images, the uint8 batches
+             moved to the GPU and augmented there a whole batch at a time
+             (augment_on auto), bf16 autocast, channels_last, torch.compile as
+             --compile says (off by default: its minute of compiling would eat
+             the timed window; --compile on measures it), evaluation and
              checkpoints at the end of every epoch.
   reference  torchvision ImageFolder (PIL decoding of the JPEGs), DataLoader with
              worker processes, pinned memory and persistent workers, the same
@@ -83,6 +86,7 @@ class Plan:
     epochs: int
     target_steps: int  # the data set is sized so that epochs x steps-per-epoch comes close to this
     workers: int
+    compile_model: str  # the engine's compile_model: "off" unless --compile says otherwise
     skip_steps: int  # first steps left out of the wall-clock figures (cuDNN set-up, allocator, worker start)
     run_cap_s: float  # a run stops after this many seconds of training, whatever its step count
     budget_s: float  # the whole check must end within this; a run that would not fit is skipped
@@ -101,10 +105,11 @@ def make_plan(args) -> Plan:
     if args.smoke:
         return Plan(smoke=True, device=device, precision="bf16" if cuda else "fp32", channels_last=cuda,
                     image_size=args.size, batch_size=8, epochs=2, target_steps=6, workers=2, skip_steps=1,
+                    compile_model=args.compile,
                     run_cap_s=120.0, budget_s=1800.0, identities=6, images_per_identity=4, pairs=20)
     return Plan(smoke=False, device=device, precision="bf16", channels_last=True, image_size=args.size,
                 batch_size=args.batch, epochs=args.epochs, target_steps=args.steps, workers=args.workers,
-                skip_steps=10, run_cap_s=args.run_cap, budget_s=args.budget)
+                compile_model=args.compile, skip_steps=10, run_cap_s=args.run_cap, budget_s=args.budget)
 
 
 # ----------------------------------------------------------------------------- device facts
@@ -281,7 +286,7 @@ def common_settings(plan: Plan, face_set: FaceSet) -> dict:
     return {"data_root": str(face_set.root), "augment": FLIP_AND_CROP, "mix": "none", "ema": False,
             "schedule": "constant", "warmup_epochs": 0, "epochs": plan.epochs, "batch_size": plan.batch_size,
             "precision": plan.precision, "channels_last": plan.channels_last, "workers": plan.workers,
-            "device": plan.device, "eval_flip": False, "seed": 0}
+            "compile_model": plan.compile_model, "device": plan.device, "eval_flip": False, "seed": 0}
 
 
 def model_at_size(model, size: int) -> dict:
@@ -633,6 +638,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=2, help="engine epochs the steps are split into (default 2)")
     parser.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader worker processes, both ways (default 8)")
+    parser.add_argument("--compile", choices=("off", "on", "auto"), default="off",
+                        help="the engine's torch.compile (default off; 'on' adds its compile time to the first steps)")
     parser.add_argument("--size", type=int, default=112, help="image size in pixels (default 112)")
     parser.add_argument("--run-cap", type=float, default=45.0,
                         help="seconds of training after which a run stops (default 45)")
@@ -665,7 +672,8 @@ def main(argv=None) -> int:
               f"by hard links), {face_set.dev_images} dev, {face_set.ver_images} verification images, "
               f"{face_set.pairs} pairs, {plan.image_size}x{plan.image_size} JPEG; built in {face_set.seconds:.1f} s")
         print(f"each run: {steps} steps = {plan.epochs} epochs x {steps_per_epoch} steps of {plan.batch_size}; "
-              f"{plan.precision}, channels_last {plan.channels_last}, {plan.workers} workers; augmentation: "
+              f"{plan.precision}, channels_last {plan.channels_last}, {plan.workers} workers, engine compile "
+              f"{plan.compile_model}, engine augmentation on the {'GPU' if plan.device == 'cuda' else 'CPU'}; augmentation: "
               f"random crop (pad {CROP_PADDING}, reflect) + horizontal flip; no CutMix, no EMA, constant lr")
         print(f"the engine evaluates dev + pairs ({face_set.dev_images + face_set.ver_images} images) and saves "
               f"checkpoints at each of its {plan.epochs} epoch ends: {plan.epochs - 1} such pause(s) fall inside "

@@ -27,6 +27,7 @@ SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_CHOICES = ("auto", "on", "off")
+AUGMENT_PLACES = ("auto", "loader", "device")
 JOINT_METRICS = ("none", "center")  # metric terms lib/train/step.py joint_loss adds to the loss
 SUBSET_KEYS = ("classes", "images", "pairs")
 
@@ -80,6 +81,10 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global gradient norm
     seed: int = 0
     workers: int = 0  # DataLoader worker processes that augment batches (0: in the training process)
+    # Where batches are augmented: "loader" (the DataLoader: its workers, or the training process),
+    # "device" (the uint8 batch goes to the training device and is augmented there, a whole batch in
+    # a few tensor ops), "auto" (the device when it is a GPU and the pipeline has a batched form)
+    augment_on: str = "auto"
     threads: int = 0  # torch CPU threads (0: PyTorch's default, one per core)
     device: str = "auto"
     init_from: str = ""  # a checkpoint folder to start from (sequential fine-tuning)
@@ -134,6 +139,7 @@ class TrainConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("device", self.device, DEVICES)
         _check_choice("compile_model", self.compile_model, COMPILE_CHOICES)
+        _check_choice("augment_on", self.augment_on, AUGMENT_PLACES)
         self._validate_numbers()
         self._validate_combinations()
         self.check_pk_batches()

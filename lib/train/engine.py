@@ -81,6 +81,7 @@ class Trainer:
         self.model, self.loss_module = self._build_modules()
         self.optimizer = make_optimizer(config, [self.model, self.loss_module])
         self.batches = distributed.rank_batches(config, self.data)  # P x K batches when the loss needs them
+        self.batches.augment_in_loader = not self._augment_on_device()
         self.steps_per_epoch = self.batches.batches_per_epoch()
         self.total_steps = config.epochs * self.steps_per_epoch
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
@@ -105,6 +106,17 @@ class Trainer:
             self.config = replace(self.config, channels_last=False)
             self.warn(f"channels_last turned off: PyTorch on CPU crashes in the backward pass of "
                       f"{', '.join(layers[:3])} (1x1 stride-2 convolutions on fewer than 16 channels)")
+
+    def _augment_on_device(self) -> bool:
+        """Whether batches leave the loader as uint8 and are augmented on the training device: on a
+        GPU that spares the CPU the augmentation and moves a quarter of the bytes (uint8, not float)."""
+        if self.config.augment_on == "auto":
+            return self.device.startswith("cuda") and self.batches.batched is not None
+        if self.config.augment_on == "device" and self.batches.batched is None:
+            self.warn("augment_on: this pipeline has no batched form (policies and RandomPerspective run image "
+                      "by image), so it is augmented in the loader")
+            return False
+        return self.config.augment_on == "device"
 
     def _build_modules(self) -> tuple[nn.Module, nn.Module]:
         config, spec = self.config, self.spec
@@ -293,8 +305,8 @@ class Trainer:
         loader = make_loader(self.batches, self.config.workers, pin_memory=self.device.startswith("cuda"))
         self.tally.resume_clock()
         self.step_log.start_clock()
-        for images, labels in loader:
-            self.train_one_step(images, labels)
+        for item in loader:
+            self.train_one_step(*self.device_batch(item))
             self.batch += 1
             self.step += 1
             if self.step % WEIGHT_CHECK_EVERY == 0:
@@ -312,6 +324,14 @@ class Trainer:
                 return False
         self.tally.pause_clock()
         return True
+
+    def device_batch(self, item) -> tuple[torch.Tensor, torch.Tensor]:
+        """(augmented images, labels) of a loader item: as it comes, or a RawBatch (uint8) augmented
+        here on the training device with the batch's own seed."""
+        if self.batches.augment_in_loader:
+            return item
+        images = item.images.to(self.device, non_blocking=True)
+        return self.batches.augment_batch(images, item.seed), item.labels
 
     def train_one_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         try:

@@ -80,6 +80,8 @@ GROUPS: dict[str, tuple[Field, ...]] = {
               "compile first); off on a CPU, where compiling takes minutes and gains a few percent.",
               choices=("auto", "on", "off")),
         Field("workers", "Data workers", "int", "Processes that augment batches (0 = in the training process).", 0, 16, 1),
+        Field("augment_on", "Augment on", "choice", "auto: on the GPU when there is one (uint8 batches go there and "
+              "are augmented a whole batch at a time), else in the loader.", choices=("auto", "loader", "device")),
         Field("seed", "Seed", "int", "Same seed, same run.", 0, 2**31 - 1, 1),
     ),
 }

@@ -1,4 +1,5 @@
-"""Which precision a run trains in: "auto" follows the hardware, and what ran is recorded."""
+"""How a run uses its hardware: the precision ("auto" follows the hardware, and what ran is recorded),
+torch.compile, and where batches are augmented."""
 from __future__ import annotations
 
 import shutil
@@ -76,3 +77,29 @@ def test_a_compiled_step_trains_the_same_weights_as_an_eager_one(tmp_path):
         weights[mode] = {name: value.detach().clone() for name, value in trainer.model.state_dict().items()}
     for name, value in weights["off"].items():
         torch.testing.assert_close(weights["on"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _weights_after(tmp_path, steps: int, **config) -> tuple[Trainer, dict]:
+    trainer = Trainer(tiny_config(epochs=1, device="cpu", **config), tmp_path, max_steps=steps)
+    assert trainer.run()["status"] == "stopped"
+    return trainer, {name: value.detach().clone() for name, value in trainer.model.state_dict().items()}
+
+
+def test_batches_augmented_on_the_device_train_exactly_as_batches_augmented_in_the_loader(tmp_path):
+    """augment_on="device": the loader (here a worker process) hands over uint8 batches and the training
+    process augments them with each batch's seed: the same pictures, so the same weights, bit for bit."""
+    loader, in_loader = _weights_after(tmp_path / "loader", 3, augment_on="loader")
+    device_side, on_device = _weights_after(tmp_path / "device", 3, augment_on="device", workers=1)
+    assert loader.batches.augment_in_loader and not device_side.batches.augment_in_loader
+    assert device_side.batches.batched is not None  # the default pipeline has a batched form
+    for name, value in in_loader.items():
+        assert torch.equal(on_device[name], value), name
+
+
+def test_a_pipeline_without_a_batched_form_is_augmented_in_the_loader_with_a_warning(tmp_path):
+    policy = [{"name": "TrivialAugmentWide", "params": {"num_magnitude_bins": 31}}]
+    trainer = Trainer(tiny_config(epochs=1, device="cpu", augment=policy, augment_on="device"), tmp_path)
+    assert trainer.batches.batched is None and trainer.batches.augment_in_loader
+    assert any("no batched form" in warning for warning in trainer.warnings)
+    # "auto" on a CPU keeps augmentation in the loader whatever the pipeline.
+    assert Trainer(tiny_config(epochs=1, device="cpu"), tmp_path / "auto").batches.augment_in_loader
