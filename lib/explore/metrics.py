@@ -17,11 +17,11 @@ from lib.eval.metrics import (
     cosine_spread,
     geometry,
     is_collapsed,
-    topk_accuracy,
     tpr_key,
     verification_metrics,
 )
-from lib.explore.models import ExploreModel, ImageChoice, class_scores, unit
+from lib.explore.identification import identification_accuracy
+from lib.explore.models import ExploreModel, ImageChoice, unit
 from lib.explore.scope import Scope
 
 
@@ -60,8 +60,7 @@ def dev_top1(explore_model: ExploreModel, choice: ImageChoice, raw: np.ndarray,
     if not keep:
         return None
     targets = torch.tensor([index[choice.names[choice.labels[i]]] for i in keep])
-    scores = class_scores(explore_model, raw[keep])
-    return topk_accuracy(scores, targets, ks=(1,))[1]
+    return identification_accuracy(explore_model, raw[keep], targets, ks=(1,))[1]
 
 
 def angles(raw: np.ndarray, labels: np.ndarray) -> dict:

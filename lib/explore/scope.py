@@ -18,12 +18,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lib.base.config import PROJECT_ROOT
 from lib.data.datasets import VERIFICATION_ONLY, PairSet, has_classification, list_identities, load_pairs, load_split
-from lib.eval.metrics import cosine_spread, embed, pair_scores, topk_accuracy, verification_metrics
-from lib.explore.models import ExploreModel, class_scores, identity_of, open_model, raw_embeddings
+from lib.eval.metrics import cosine_spread, embed, pair_scores, verification_metrics
+from lib.explore.identification import identification_accuracy
+from lib.explore.models import ExploreModel, cached_embeddings, identity_of, open_model, raw_embeddings
 from lib.store.meta import CheckpointMeta, read_meta
 from lib.train.evaluation import eval_batch
 
@@ -118,13 +121,31 @@ def _closed_set(meta: CheckpointMeta | None, num_classes: int, identities: list[
                    "checkpoint, so dev images have no right answer it could give")
 
 
+# Listing HW2P2's 7,000 identity folders (each checked to hold an image inside the data set) takes
+# 1.6 s; the page asks once per checkpoint shown, so the answer is kept a minute per folder state.
+_IDENTITIES: dict[tuple[str, int], tuple[float, list[str]]] = {}
+IDENTITIES_KEPT_S = 60.0
+
+
+def train_identities(root: Path) -> list[str]:
+    """list_identities of the training split, kept IDENTITIES_KEPT_S while its folder is unchanged."""
+    split = Path(root) / "cls_data" / "train"
+    key = (str(split), split.stat().st_mtime_ns if split.is_dir() else 0)
+    kept = _IDENTITIES.get(key)
+    if kept is None or time.monotonic() - kept[0] > IDENTITIES_KEPT_S:
+        kept = _IDENTITIES[key] = (time.monotonic(), list_identities(split, root))
+        for old in [k for k, (at, _) in _IDENTITIES.items() if time.monotonic() - at > IDENTITIES_KEPT_S]:
+            _IDENTITIES.pop(old, None)
+    return list(kept[1])
+
+
 def scope_of(label: str, meta: CheckpointMeta | None, num_classes: int, root, pair_paths: list[str]) -> Scope:
     """The Scope of a checkpoint (its meta and classifier size) on the data set at ``root``,
     whose verification images are ``pair_paths``."""
     root = Path(root).resolve()
     trained = trained_root(meta)
     same = None if trained is None else trained == root
-    identities = list_identities(root / "cls_data" / "train", root) if has_classification(root) else None
+    identities = train_identities(root) if has_classification(root) else None
     closed, reason = _closed_set(meta, num_classes, identities, same)
     people = {identity_of(path) for path in pair_paths}
     classes = set(meta.classes) if meta else set()
@@ -168,8 +189,12 @@ class DataSetReport:
 
 
 def _pair_metrics(model: ExploreModel, pairs: PairSet, flip: bool, device: str) -> dict:
-    batch = eval_batch(model.model, pairs.images)
-    embeddings = embed(model.model.to(device), pairs.images, model.mean, model.std, batch, flip, device)
+    if flip or device != "cpu":
+        batch = eval_batch(model.model, pairs.images)
+        embeddings = embed(model.model.to(device), pairs.images, model.mean, model.std, batch, flip, device)
+    else:  # the same float32 numbers, computed once and shared with later runs through the disk cache
+        raw = torch.from_numpy(np.array(cached_embeddings(model, pairs.images, precision="reference")))
+        embeddings = F.normalize(raw, dim=1)  # as embed normalizes: the scores of a submission, bit for bit
     bad = int((~torch.isfinite(embeddings).all(dim=1)).sum())
     if bad:
         raise ValueError(f"the embeddings of {bad} of {len(embeddings)} verification images are NaN or infinite")
@@ -191,7 +216,7 @@ def _dev_metrics(model: ExploreModel, root: Path) -> dict:
         return {}
     raw = raw_embeddings(model.model, dev.images[keep], model.mean, model.std)
     targets = torch.tensor([index[dev.classes[dev.labels[i]]] for i in keep])
-    accuracy = topk_accuracy(class_scores(model, raw), targets, ks=(1, 5))
+    accuracy = identification_accuracy(model, raw, targets, ks=(1, 5))
     return {"dev_top1": accuracy[1], "dev_top5": accuracy[5]}
 
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from lib.data.datasets import PairSet, load_pairs, scan_images, stack_images
 from lib.eval.metrics import pair_scores
 from lib.eval.submission import classification_rows, to_csv, verification_rows
-from lib.explore.models import ExploreModel, cached_embeddings, class_scores
+from lib.explore.identification import best_classes
+from lib.explore.models import ExploreModel, cached_embeddings
 
 TEST_PAIRS = "test_pairs.txt"
 TEST_IMAGES = "cls_data/test"
@@ -66,7 +67,8 @@ def pair_lines(root, pair_set: PairSet) -> list[str]:
 def verification_scores(model: ExploreModel, pair_set: PairSet, progress: Progress = None) -> np.ndarray:
     """float32 [P]: each pair's cosine similarity, in the pairs' order. Normalized first, as
     ``lib.eval.metrics.embed`` does, so the scores equal the evaluate command's bit for bit."""
-    raw = torch.from_numpy(np.array(cached_embeddings(model, pair_set.images, progress)))  # a copy: cache is read-only
+    # float32 exactly as evaluate computes it; a copy: the cached array is read-only
+    raw = torch.from_numpy(np.array(cached_embeddings(model, pair_set.images, progress, precision="reference")))
     return pair_scores(F.normalize(raw, dim=1), pair_set.pairs).numpy()
 
 
@@ -104,8 +106,8 @@ def predicted_identities(model: ExploreModel, images: torch.Tensor, progress: Pr
     if not model.classes:
         raise ValueError("this checkpoint records no identity names, so its class numbers cannot be named; "
                          "retrain it with this version of FaceLab")
-    raw = cached_embeddings(model, images, progress)
-    best = class_scores(model, np.array(raw)).argmax(dim=1).tolist()  # a copy: the cached array is read-only
+    raw = cached_embeddings(model, images, progress, precision="reference")
+    best = best_classes(model, np.array(raw))  # a copy: the cached array is read-only
     return [model.classes[index] for index in best]
 
 
