@@ -18,7 +18,7 @@ machine's load hits all alike; images/s counts training steps only (model
 building and data decoding excluded). Prints the speeds, the ratios, and each
 loop's MFU: model FLOPs (6 x forward MACs per image) per second over the measured
 speed of a large matmul in the loop's precision.
-Usage: python bench/train_speed.py [--recipe recipes/demo-ce.json] [--rounds 8] [--steps 5] [--data DIR]
+Usage: python bench/train_speed.py [--recipe recipes/demo-ce.json] [--rounds 3] [--steps 30] [--data DIR]
        [--precision auto|fp32|bf16]
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -158,7 +159,8 @@ def report(trainer, args, totals: dict, rounds: dict, labels: dict) -> None:
     config = trainer.config
     speed = {name: images / seconds for name, (images, seconds, _) in totals.items()}
     per_cpu = {name: images / cpu for name, (images, _, cpu) in totals.items()}
-    flops_per_image = 6 * profile(trainer.spec).macs
+    size = int(trainer.data.train.images.shape[-1])  # the images trained on, whatever the recipe's input_size
+    flops_per_image = 6 * profile(replace(trainer.spec, input_size=size)).macs
     peaks = {dtype: matmul_flops(dtype) for dtype in (torch.float32, torch.bfloat16)}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"model {trainer.spec.name} at {trainer.data.train.images.shape[-1]} px, batch {config.batch_size}, "
@@ -196,8 +198,11 @@ def contenders(trainer: Trainer, workers: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="recipes/demo-ce.json")
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5, help="training steps per loop per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30, help="training steps per loop per round")
+    parser.add_argument("--settle", type=float, default=2.0,
+                        help="seconds of rest after each loop's turn, so that its DataLoader workers finish "
+                             "prefetching before the next loop is timed (their head start favours the notebook)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the notebook loop")
     parser.add_argument("--engine-workers", type=int, help="augmentation workers of the engine (default: the recipe's)")
     parser.add_argument("--data", help="another data set (e.g. 112 px from bench/make_large_set.py)")
@@ -214,13 +219,15 @@ def main() -> int:
         trainer = Trainer(config, out)
         loops = contenders(trainer, args.workers)
         for loop, _, _ in loops.values():  # warm-up: first batches, worker start, allocator
-            timed(loop, 2)
+            timed(loop, 3)
+            time.sleep(args.settle)
         totals = {name: [0, 0.0, 0.0] for name in loops}
         rounds = {name: [] for name in loops}
         for _ in range(args.rounds):
             speeds = {}
             for name, (loop, _, _) in loops.items():
                 images, seconds, cpu = timed(loop, args.steps)
+                time.sleep(args.settle)
                 totals[name] = [totals[name][0] + images, totals[name][1] + seconds, totals[name][2] + cpu]
                 speeds[name] = images / seconds
             for name in loops:
