@@ -182,6 +182,7 @@ def test_inspector_upload_zip_and_bad_upload(world):
 
 
 def test_a_large_image_set_is_projected_from_a_fixed_sample(world, monkeypatch):
+    from lib.explore.models import demo_checkpoints
     monkeypatch.setenv("FACELAB_PROJECTED_FACES", "30")
     app = _app("embeddings.py", world)
     app.session_state["embeddings.images"] = "verification"
@@ -193,7 +194,10 @@ def test_a_large_image_set_is_projected_from_a_fixed_sample(world, monkeypatch):
     plotted = [trace for chart in app.get("plotly_chart") for trace in chart.proto.spec.split('"customdata"')[1:]]
     assert plotted  # the scatter panels were drawn from the sample
     caption = " ".join(c.value for c in app.caption)
-    assert f"Projected: 30 of {total:,} faces" in caption
+    assert f"Projected: 30 of {total:,} faces, a fixed sample of whole identities" in caption
+    # A set larger than the projection sample starts from one checkpoint: each one embeds every face.
+    expected = [name for name, _ in demo_checkpoints()][:1] or world["labels"][:1]
+    assert app.multiselect(key="embeddings.checkpoints").value == expected
     assert not app.error
 
 

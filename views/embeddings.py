@@ -74,12 +74,20 @@ if not options:
     show_error("No checkpoint found.", "Train a model on the Train page (its best checkpoint appears here), "
                "or put the demo checkpoints in `checkpoints/`.")
     st.stop()
-# Its own row: four tags need the page's width to stay readable.
-chosen = st.multiselect("Checkpoints (1 to 4)", list(options), state.default_selection(options),
-                            max_selections=4, key="embeddings.checkpoints")
-top = st.columns([1, 1])
 root = str(data_root())
 kinds = explore_scope.image_kinds(root)  # a verification-only data set has no dev images
+# On a course-sized set each checkpoint embeds tens of thousands of faces (about 40 s on a CPU):
+# start from one checkpoint there, and let the user add the others.
+try:
+    large = len(state.images(root, kinds[0]).labels) > config.projected_faces()
+except ValueError:
+    large = False  # the data set's problem is shown below, where the images are needed
+# Its own row: four tags need the page's width to stay readable.
+chosen = st.multiselect("Checkpoints (1 to 4)", list(options), state.default_selection(options, large),
+                        max_selections=4, key="embeddings.checkpoints",
+                        help="Each checkpoint embeds every face of the data set once; later visits read the "
+                             "embeddings from the cache.")
+top = st.columns([1, 1])
 if st.session_state.get("embeddings.images", kinds[0]) not in kinds:
     st.session_state["embeddings.images"] = kinds[0]
 kind = top[0].radio("Images", kinds, key="embeddings.images", horizontal=True,
@@ -144,7 +152,8 @@ if len(choice.labels) > projected:
                              help="A fixed sample: projecting tens of thousands of faces takes minutes and draws "
                                   "a blur. The metrics and nearest faces use every face.")
     choice, sample = full_choice.sample(limit)
-    st.caption(f"Projected: {len(sample):,} of {len(full_choice.labels):,} faces, a fixed random sample.")
+    st.caption(f"Projected: {len(sample):,} of {len(full_choice.labels):,} faces, a fixed sample of whole "
+               f"identities (the largest first, then others at random).")
 else:
     sample = np.arange(len(choice.labels))
 columns = st.columns(len(chosen))

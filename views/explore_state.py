@@ -112,9 +112,11 @@ def checkpoint_options() -> dict[str, str]:
     return {**explore.short_labels(list_checkpoints(), config.runs_dir()), **st.session_state.get(UPLOADS, {})}
 
 
-def default_selection(options: dict[str, str]) -> list[str]:
+def default_selection(options: dict[str, str], large: bool = False) -> list[str]:
+    """The demo checkpoints (else the first two); only the first of them on a large data set."""
     demos = [label for label, _ in explore.demo_checkpoints() if label in options]
-    return demos or list(options)[:2]
+    chosen = demos or list(options)[:2]
+    return chosen[:1] if large else chosen
 
 
 def default_index(options: dict[str, str]) -> int:
