@@ -26,15 +26,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lib.base.device import compile_pays, resolve_device, resolve_precision
+from lib.base.device import resolve_device
 from lib.data.datasets import release_pages
 from lib.losses.registry import LOSSES, build_loss
 from lib.model.net import FaceNet
 from lib.model.spec import embedding_dim
-from lib.model.warnings import channels_last_crash_layers
 from lib.store.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
 from lib.store.meta import CheckpointMeta, Normalization, recordable_metrics
-from lib.train import distributed
+from lib.train import distributed, hardware
 from lib.train.batches import load_train_data, make_loader
 from lib.train.config import TrainConfig
 from lib.train.ema import ModelEma
@@ -77,17 +76,24 @@ class Trainer:
         seed_everything(config.seed)
         self.data = load_train_data(config.data_folder(), config.pairs_file, config.subset)
         self.spec = replace(config.spec(), num_classes=self.data.num_classes)
-        self._avoid_channels_last_crash()
+        channels_last, problem = hardware.channels_last_choice(config.channels_last, self.spec, self.device)
+        self.config = replace(self.config, channels_last=channels_last)
+        self.warn_if(problem)
         self.model, self.loss_module = self._build_modules()
         self.optimizer = make_optimizer(config, [self.model, self.loss_module])
         self.batches = distributed.rank_batches(config, self.data)  # P x K batches when the loss needs them
-        self.batches.augment_in_loader = not self._augment_on_device()
+        batched = self.batches.batched is not None
+        on_device, problem = hardware.augment_on_device(config.augment_on, self.device, batched)
+        self.batches.augment_in_loader = not on_device
+        self.warn_if(problem)
         self.steps_per_epoch = self.batches.batches_per_epoch()
         self.total_steps = config.epochs * self.steps_per_epoch
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
         self.scheduler = make_scheduler(self.optimizer, self.total_steps, warmup, config.min_lr_ratio,
                                         cosine=config.schedule == "cosine")
-        self.autocast_dtype, self.scaler = self._precision()
+        self.precision, self.autocast_dtype, self.scaler, problem = hardware.precision_parts(config.precision,
+                                                                                             self.device)
+        self.warn_if(problem)
         self.ema = ModelEma(self.model, config.ema_decay) if config.ema else None
         self.step_parts = self._step_parts()
         self.epoch, self.batch, self.step = 0, 0, 0  # epoch in progress, its next batch, steps done
@@ -96,28 +102,6 @@ class Trainer:
         self.step_log = StepLog(self.run_folder, self.optimizer, self.total_steps, distributed.world_size(), self.main)
 
     # -- construction -------------------------------------------------------------------------
-    def _avoid_channels_last_crash(self) -> None:
-        """PyTorch on CPU crashes (no Python error) on some 1x1 stride-2 convs in channels_last:
-        train such a model in the default layout and say so, rather than lose the job."""
-        if not self.config.channels_last or self.device != "cpu":
-            return
-        layers = channels_last_crash_layers(self.spec)
-        if layers:
-            self.config = replace(self.config, channels_last=False)
-            self.warn(f"channels_last turned off: PyTorch on CPU crashes in the backward pass of "
-                      f"{', '.join(layers[:3])} (1x1 stride-2 convolutions on fewer than 16 channels)")
-
-    def _augment_on_device(self) -> bool:
-        """Whether batches leave the loader as uint8 and are augmented on the training device: on a
-        GPU that spares the CPU the augmentation and moves a quarter of the bytes (uint8, not float)."""
-        if self.config.augment_on == "auto":
-            return self.device.startswith("cuda") and self.batches.batched is not None
-        if self.config.augment_on == "device" and self.batches.batched is None:
-            self.warn("augment_on: this pipeline has no batched form (policies and RandomPerspective run image "
-                      "by image), so it is augmented in the loader")
-            return False
-        return self.config.augment_on == "device"
-
     def _build_modules(self) -> tuple[nn.Module, nn.Module]:
         config, spec = self.config, self.spec
         model = FaceNet(spec)
@@ -164,17 +148,6 @@ class Trainer:
             init_weight = loaded.model.classifier.weight.detach().clone()
         return model, init_weight, loss_state
 
-    def _precision(self):
-        """(autocast dtype or None, loss scaler or None) of the precision this run trains in here."""
-        self.precision, problem = resolve_precision(self.config.precision, self.device)
-        if problem:
-            self.warn(problem)
-        if self.precision == "fp32":
-            return None, None
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None  # bf16 needs no loss scaling
-        return dtype, scaler
-
     def _step_parts(self) -> StepParts:
         config, model, loss_module = self.config, self.model, self.loss_module
         if distributed.active():  # the same modules, their gradients averaged over the processes
@@ -184,19 +157,16 @@ class Trainer:
                          scheduler=self.scheduler, device=self.device, scaler=self.scaler, ema=self.ema,
                          mixer=make_mixer(config.mix, config.mix_alpha, self.data.num_classes),
                          autocast_dtype=self.autocast_dtype, channels_last=config.channels_last,
-                         grad_clip=config.grad_clip, forward=self._compiled_forward(model))
-
-    def _compiled_forward(self, model: nn.Module):
-        """The training forward pass through torch.compile when it pays here (see compile_pays),
-        else None (eager). Only training steps use it: their batch shape never changes (the last
-        short batch is dropped), so it compiles once; evaluation stays eager."""
-        if not compile_pays(self.config.compile_model, self.device):
-            return None
-        return torch.compile(model.embed_and_classify, dynamic=False)
+                         grad_clip=config.grad_clip,
+                         forward=hardware.compiled_forward(model, config.compile_model, self.device))
 
     # -- events and files ---------------------------------------------------------------------
     def emit(self, kind: str, **fields) -> None:
         self.on_event({"kind": kind, **fields})
+
+    def warn_if(self, message: str) -> None:
+        if message:
+            self.warn(message)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
