@@ -273,3 +273,18 @@ def test_joint_training_is_launched_as_the_course_weighs_it(busy_queue):
     assert (settings["loss"], settings["joint_metric"], settings["joint_weight"]) == ("ce", "center", 0.3)
     app.selectbox(key="train.loss").set_value("triplet").run()  # already CE plus a metric term
     assert not any(box.key == "train.joint_metric" for box in app.selectbox)
+
+
+def test_the_system_settings_say_what_they_come_to_on_this_machine():
+    from lib.base.device import resolve_device, resolve_precision
+    device = resolve_device("auto")
+    app = train_page()
+    captions = " ".join(c.value for c in app.caption)
+    assert f"precision **{resolve_precision('auto', device)[0]}**" in captions
+    assert f"torch.compile **{'on' if device.startswith('cuda') else 'off'}**" in captions
+    if device == "cpu":
+        app.selectbox(key="train.precision").set_value("fp16").run()
+        captions = " ".join(c.value for c in app.caption)
+        assert "precision **fp32**" in captions and "fp16 needs a GPU" in captions
+        app.selectbox(key="train.augment_on").set_value("device").run()
+        assert "augmentation on the CPU, a whole batch at a time" in " ".join(c.value for c in app.caption)

@@ -1,6 +1,8 @@
 """Train: assemble a run (model, data, augmentation, loss, recipe) and launch it in the background."""
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from lib.data.augment import default_pipeline
@@ -94,10 +96,16 @@ def render_group(group: str, items: tuple, values: dict, fallback: dict, info, m
                 right.caption(item.lesson)
         # At least three columns: a lone field (gradient clipping) keeps the width of its neighbours' fields,
         # and bottom alignment keeps toggles level with the inputs whose labels wrap.
-        for item, col in zip(plain, st.columns(max(3, len(plain)), vertical_alignment="bottom")):
-            values[item.name] = render(item, col, fallback, info)
+        # At most five to a row, rows balanced: six settings make two rows of three, not five and one.
+        per_row = math.ceil(len(plain) / max(1, math.ceil(len(plain) / 5)))
+        for start in range(0, len(plain), max(1, per_row)):
+            row = plain[start:start + per_row]
+            for item, col in zip(row, st.columns(max(3, per_row), vertical_alignment="bottom")):
+                values[item.name] = render(item, col, fallback, info)
         if group == "Regularisation":
             st.caption(train_form.DROPOUT_LESSON.format(p=model["dropout"]))
+        if group == "System":
+            st.caption(train_form.hardware_note(values))
 
 
 def render(item: train_form.Field, col, fallback: dict, info):
