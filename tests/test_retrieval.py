@@ -124,3 +124,16 @@ def test_command_reports_the_protocol_on_a_checkpoint(tmp_path, capsys):
     assert report["gallery_size"] == len(known) and report["known_probes"] == len(probes)
     assert report["rank1"] == pytest.approx(np.mean([known[n] == people[i] for n, i in zip(nearest, probes)]))
     assert report["rates"][0]["threshold"] == 0.5
+
+
+def test_matching_in_blocks_equals_the_whole_similarity_matrix():
+    rng = np.random.default_rng(3)
+    gallery, probes = rng.normal(size=(50, 8)), rng.normal(size=(37, 8))
+    labels = rng.integers(-1, 50, size=37)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    whole = unit(probes) @ unit(gallery).T
+    for block_bytes in (1, 8 * 50 * 4, 10**9):  # one probe at a time, four, all at once
+        found = match(gallery, probes, labels, block_bytes=block_bytes)
+        assert np.array_equal(found.nearest, whole.argmax(axis=1))
+        np.testing.assert_allclose(found.similarity, whole.max(axis=1), rtol=1e-12)
+        assert np.array_equal(found.labels, labels)

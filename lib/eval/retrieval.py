@@ -82,17 +82,28 @@ def _unit(values) -> np.ndarray:
     return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
 
 
-def match(gallery_embeddings, probe_embeddings, probe_labels) -> Matches:
-    """Nearest gallery entry of every probe by cosine similarity (ties: the first gallery entry)."""
+BLOCK_BYTES = 64 * 2**20  # similarities held at once: a block of probes against the whole gallery
+
+
+def match(gallery_embeddings, probe_embeddings, probe_labels, block_bytes: int = BLOCK_BYTES) -> Matches:
+    """Nearest gallery entry of every probe by cosine similarity (ties: the first gallery entry).
+    Probes are matched a block at a time, so memory stays at ``block_bytes`` of similarities
+    whatever the numbers of probes and gallery entries (the whole matrix of the course's
+    retrieval set would take hundreds of MB)."""
     gallery, probes = _unit(gallery_embeddings), _unit(probe_embeddings)
     labels = np.asarray(probe_labels, dtype=np.int64)
     if gallery.ndim != 2 or probes.ndim != 2 or gallery.shape[1] != probes.shape[1] or not len(gallery):
         raise ValueError(f"gallery {gallery.shape} and probes {probes.shape}: need [G, D] and [Q, D] with G >= 1")
     if len(labels) != len(probes):
         raise ValueError(f"{len(probes)} probes but {len(labels)} probe labels")
-    similarity = probes @ gallery.T
-    nearest = similarity.argmax(axis=1)
-    return Matches(nearest, similarity[np.arange(len(probes)), nearest], labels)
+    rows = max(1, block_bytes // (gallery.itemsize * len(gallery)))
+    nearest = np.empty(len(probes), dtype=np.int64)
+    best = np.empty(len(probes), dtype=gallery.dtype)
+    for start in range(0, len(probes), rows):
+        similarity = probes[start:start + rows] @ gallery.T
+        nearest[start:start + rows] = similarity.argmax(axis=1)
+        best[start:start + rows] = similarity[np.arange(len(similarity)), nearest[start:start + rows]]
+    return Matches(nearest, best, labels)
 
 
 def _share(hits: np.ndarray) -> float:
