@@ -97,6 +97,13 @@ def test_killed_job_is_failed_on_restart_then_resumes(tmp_path):
     pid = queue.get(job_id).pid
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(pid), "the process to die")
+    # What a write cut short by the kill leaves behind: a temporary file and a staged folder.
+    run_dir = queue.run_dir(job_id)
+    (run_dir / "probes").mkdir(exist_ok=True)
+    unfinished = [run_dir / "probes" / ".epoch_0001.npy.k1ll3d.tmp", run_dir / ".last.k1ll3d.tmp"]
+    unfinished[0].write_bytes(b"\x93NUMPY half")
+    unfinished[1].mkdir()
+    (unfinished[1] / "model.safetensors").write_bytes(b"half")
     # A fresh app process opening the registry notices the dead job.
     subprocess.run([sys.executable, "-c", "import sys; from lib.jobs.queue import JobQueue; JobQueue(sys.argv[1])",
                     str(tmp_path)], cwd=config.PROJECT_ROOT, check=True, timeout=60)
@@ -104,6 +111,8 @@ def test_killed_job_is_failed_on_restart_then_resumes(tmp_path):
     assert job.state == "failed"
     assert "stopped without reporting" in job.reason
     assert "starting: step 0/" in job.log_tail
+    assert not any(path.exists() for path in unfinished)  # nobody is left to finish those writes
+    assert (run_dir / "config.json").is_file()  # what was written whole stays
     queue.resume(job_id, by="ada")  # killed before its first save: it starts over, and runs to the end
     assert queue.tick() == [job_id]
     job = wait_finished(queue, job_id)

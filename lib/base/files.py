@@ -106,6 +106,21 @@ def replace_folder(staged: Path, folder: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def remove_unfinished_writes(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and staged folders (".name.XXXX.tmp") that writes above left
+    under ``folder`` when their process was killed mid-write; returns what was removed. Only for
+    a folder whose writers have all ended: a live writer's temporary file would vanish under it.
+    Folders renamed aside (".name.old") are kept: recover_folder may still need them."""
+    removed = []
+    for path in sorted(Path(folder).rglob(".*.tmp")):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def recover_folder(folder: Path) -> None:
     """If a replacement was interrupted after moving the old folder aside, restore it."""
     aside = folder.with_name(f".{folder.name}.old")

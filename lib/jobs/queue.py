@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.base import config
+from lib.base.files import remove_unfinished_writes
 from lib.jobs import launcher
 from lib.store.run_folder import RunFolder
 
@@ -384,6 +385,8 @@ class JobQueue:
                     conn.execute("UPDATE jobs SET reason = ? WHERE id = ?", (cluster, job.id))
                 continue
             state, reason = launcher.outcome(job, exit_code, cluster)
+            # The job's processes are gone: a write they were killed in the middle of stays unfinished.
+            remove_unfinished_writes(job.run_dir)
             tail = RunFolder(job.run_dir).log_tail() if state == "failed" else ""
             conn.execute("UPDATE jobs SET state = ?, ended = ?, exit_code = ?, reason = ?, log_tail = ? "
                          "WHERE id = ?", (state, time.time(), exit_code, reason, tail, job.id))
