@@ -98,8 +98,9 @@ def test_the_batched_cache_equals_the_one_file_cache_pixel_for_pixel(jpeg_set):
                           pixels(77, SIZE))  # the PNG's lossless pixels
 
 
-def test_only_batchable_jpegs_enter_a_batch_and_a_corrupt_one_spoils_none_of_the_others(jpeg_set):
-    root, rels = jpeg_set
+def cpu_batches(root):
+    """The batch decoder on the CPU over ``root``, with what it found and the files it sent to the
+    per-file path (in order)."""
     found, one_file = {"refused": {}, "corrupt": []}, []
 
     def fallback(rel):
@@ -108,6 +109,12 @@ def test_only_batchable_jpegs_enter_a_batch_and_a_corrupt_one_spoils_none_of_the
 
     batched = jpeg_batch.BatchedJpegs(
         "cpu", lambda rel: image_io._batch_content(root, root.resolve(), rel, (SIZE, SIZE)), fallback)
+    return batched, found, one_file
+
+
+def test_only_batchable_jpegs_enter_a_batch_and_a_corrupt_one_spoils_none_of_the_others(jpeg_set):
+    root, rels = jpeg_set
+    batched, found, one_file = cpu_batches(root)
     images = list(batched(rels))
     assert len(images) == len(rels)
     assert one_file == [MISSING_TABLE, PNG, TRUNCATED, LARGER]  # in load order: the batch keeps the files' order
@@ -194,14 +201,7 @@ def test_a_batch_that_fails_whole_stops_the_batches_and_the_one_file_path_decode
         (root / f"cls_data/train/d/{k:02d}.jpg").parent.mkdir(parents=True, exist_ok=True)
         (root / f"cls_data/train/d/{k:02d}.jpg").write_bytes(spoilt)
     run = [f"cls_data/train/d/{k:02d}.jpg" for k in range(jpeg_batch.BROKEN_AFTER)] + rels[:3]
-    found, one_file = {"refused": {}, "corrupt": []}, []
-
-    def fallback(rel):
-        one_file.append(rel)
-        return image_io._decode_noting(root, rel, found)
-
-    batched = jpeg_batch.BatchedJpegs(
-        "cpu", lambda rel: image_io._batch_content(root, root.resolve(), rel, (SIZE, SIZE)), fallback)
+    batched, found, one_file = cpu_batches(root)
     images = list(batched(run))
     assert batched.broken and batched.decoded == 0 and one_file == run  # nothing batched after the failed batch
     assert found["corrupt"] == run[:jpeg_batch.BROKEN_AFTER]

@@ -19,7 +19,7 @@ from lib.model.net import FaceNet
 from lib.model.spec import ModelSpec
 from lib.store.checkpoint import load_checkpoint
 from lib.store.run_folder import RunFolder
-from lib.train import engine, evaluation
+from lib.train import evaluation, modules
 from lib.train.batches import EpochBatches, load_train_data, make_loader, training_batches
 from lib.train.config import TrainConfig, config_from_run, load_run_file
 from lib.train.ema import ModelEma
@@ -299,7 +299,7 @@ class _DamagedNet(FaceNet):
 
 
 def test_nan_loss_stops_with_a_clear_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "FaceNet", _DamagedNet)
+    monkeypatch.setattr(modules, "FaceNet", _DamagedNet)  # where the engine builds its model
     summary = train(tiny_config(), tmp_path / "bad")
     assert summary["status"] == "failed"
     progress = json.loads((tmp_path / "bad" / "progress.json").read_text())

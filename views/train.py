@@ -105,7 +105,7 @@ def render_group(group: str, items: tuple, values: dict, fallback: dict, info, m
         if group == "Regularisation":
             st.caption(train_form.DROPOUT_LESSON.format(p=model["dropout"]))
         if group == "System":
-            st.caption(train_form.hardware_note(values))
+            st.caption(train_notes.hardware_note(values))
 
 
 def render(item: train_form.Field, col, fallback: dict, info):

@@ -26,6 +26,7 @@ on its own.
 """
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -107,14 +108,16 @@ def draw_erase_boxes(count: int, size: tuple[int, int], scale, ratio, generator:
 
 # ----------------------------------------------------------------------------- steps
 
-class BatchStep:
-    """One transform: ``draw`` the parameters of ``count`` images of ``size`` on the CPU, ``apply`` them."""
+class BatchStep(abc.ABC):
+    """One transform: ``draw`` the parameters of ``count`` images of ``size`` on the CPU (none by
+    default: a step alike for every image), ``apply`` them."""
 
     def draw(self, count: int, size: tuple[int, int], generator: torch.Generator) -> dict:
         return {}
 
+    @abc.abstractmethod
     def apply(self, images: torch.Tensor, params: dict) -> torch.Tensor:
-        raise NotImplementedError
+        """The batch with the step applied, each image with its own ``params``."""
 
 
 class ResizedCropStep(BatchStep):

@@ -28,10 +28,7 @@ from torch import nn
 
 from lib.base.device import resolve_device
 from lib.data.datasets import release_pages
-from lib.losses.registry import LOSSES, build_loss
-from lib.model.net import FaceNet
-from lib.model.spec import embedding_dim
-from lib.store.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
+from lib.store.checkpoint import non_finite_tensor, save_checkpoint
 from lib.store.meta import CheckpointMeta, Normalization, recordable_metrics
 from lib.train import distributed, hardware
 from lib.train.batches import load_train_data, make_loader
@@ -39,6 +36,7 @@ from lib.train.config import TrainConfig
 from lib.train.ema import ModelEma
 from lib.train.evaluation import NonFiniteEmbeddings, evaluate_model
 from lib.train.failure import disk_problem, fail
+from lib.train.modules import build_modules
 from lib.train.optimizer import make_optimizer, seed_everything
 from lib.train.probes import save_probe_embeddings
 from lib.train.rng import rng_state, set_rng_state
@@ -50,7 +48,6 @@ from lib.train.step import (
     StepParts,
     TrainingFailed,
     collapse_warning,
-    joint_loss,
     make_mixer,
     margin_stuck_warning,
     nan_message,
@@ -79,7 +76,8 @@ class Trainer:
         channels_last, problem = hardware.channels_last_choice(config.channels_last, self.spec, self.device)
         self.config = replace(self.config, channels_last=channels_last)
         self.warn_if(problem)
-        self.model, self.loss_module = self._build_modules()
+        self.model, self.loss_module, problem = build_modules(self.config, self.spec, self.device, self.data.classes)
+        self.warn_if(problem)
         self.optimizer = make_optimizer(config, [self.model, self.loss_module])
         self.batches = distributed.rank_batches(config, self.data)  # P x K batches when the loss needs them
         batched = self.batches.batched is not None
@@ -102,52 +100,6 @@ class Trainer:
         self.step_log = StepLog(self.run_folder, self.optimizer, self.total_steps, distributed.world_size(), self.main)
 
     # -- construction -------------------------------------------------------------------------
-    def _build_modules(self) -> tuple[nn.Module, nn.Module]:
-        config, spec = self.config, self.spec
-        model = FaceNet(spec)
-        init_weight, loss_state = None, {}
-        if config.init_from:
-            model, init_weight, loss_state = self._initial_weights(model)
-        loss_module = build_loss(config.loss, embedding_dim(spec), spec.num_classes, init_weight=init_weight,
-                                 **config.effective_loss_params())
-        loss_module = joint_loss(loss_module, config.joint_metric, config.joint_weight, embedding_dim(spec),
-                                 spec.num_classes)  # the course's joint objective, when asked for
-        if loss_state:
-            loss_module.load_state_dict(loss_state)
-        model.to(self.device)
-        loss_module.to(self.device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
-        if config.sync_batchnorm and distributed.world_size() > 1:
-            model, problem = distributed.sync_batchnorm(model, self.device)
-            if problem:
-                self.warn(problem)
-        return model, loss_module
-
-    def _initial_weights(self, model: FaceNet):
-        """Weights of init_from; a margin head starts from the CE classifier's class vectors."""
-        try:
-            loaded = load_checkpoint(self.config.init_folder())
-        except ValueError as err:  # e.g. NaN weights: say which setting named the checkpoint
-            raise ValueError(f"init_from: {err}") from None
-        classes = list(loaded.meta.classes)
-        if classes and classes != self.data.classes:
-            raise ValueError(f"init_from: {self.config.init_from} was trained on other identities "
-                             f"({len(classes)} classes) than this data set ({self.data.num_classes})")
-        try:
-            model.load_state_dict(loaded.model.state_dict())
-        except RuntimeError:
-            raise ValueError(f"init_from: {self.config.init_from} holds another architecture "
-                             f"({loaded.spec.name}); use the same model spec") from None
-        joint_before = (loaded.meta.config or {}).get("joint_metric", "none")  # a joint loss keeps more state
-        same_loss = (loaded.meta.loss == self.config.loss and joint_before == self.config.joint_metric
-                     and loaded.loss_state)
-        loss_state = dict(loaded.loss_state) if same_loss else {}
-        init_weight = None
-        if not same_loss and LOSSES[self.config.loss].has_class_weights:
-            init_weight = loaded.model.classifier.weight.detach().clone()
-        return model, init_weight, loss_state
-
     def _step_parts(self) -> StepParts:
         config, model, loss_module = self.config, self.model, self.loss_module
         if distributed.active():  # the same modules, their gradients averaged over the processes

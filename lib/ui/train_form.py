@@ -112,23 +112,6 @@ def gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def hardware_note(values: dict) -> str:
-    """What the System settings come to on this machine, e.g. "On this machine (the CPU): precision
-    bf16 (bf16 units: yes), torch.compile off, augmentation in the loader." """
-    from lib.base.device import compile_pays, fast_bf16, resolve_device, resolve_precision
-    device = resolve_device("auto")
-    precision, problem = resolve_precision(values.get("precision", "auto"), device)
-    compiled = compile_pays(values.get("compile_model", "auto"), device)
-    where = values.get("augment_on", "auto")
-    on_device = where == "device" or (where == "auto" and device.startswith("cuda"))
-    place = (f"on the {'GPU' if device.startswith('cuda') else 'CPU'}, a whole batch at a time (in the loader "
-             f"if the pipeline has a step without a batched form)") if on_device else "in the loader"
-    text = (f"On this machine ({'a GPU' if device.startswith('cuda') else 'the CPU'}, bf16 units: "
-            f"{'yes' if fast_bf16(device) else 'no'}): precision **{precision}**, torch.compile "
-            f"**{'on' if compiled else 'off'}**, augmentation {place}. The job's log and records say what ran.")
-    return text + (f" {problem}." if problem else "")
-
-
 def gpus_field(gpus: int) -> Field:
     """The GPUs-per-job input for a machine with ``gpus`` GPUs."""
     return replace(GPUS_FIELD, high=gpus)

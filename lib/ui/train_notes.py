@@ -1,5 +1,6 @@
 """Lessons the Train page shows beside a setting, checked against the course notes: the fine-tuning
-note, the margin losses' scale s, and RandAugment's numbers in the ConvNeXt table."""
+note, the margin losses' scale s, and RandAugment's numbers in the ConvNeXt table; and what the
+System settings come to on this machine."""
 from __future__ import annotations
 
 import math
@@ -32,3 +33,20 @@ def scale_lesson(identities: int) -> str:
     probability = 0.9
     bound = (classes - 1) / classes * math.log((classes - 1) * probability / (1 - probability))
     return SCALE_LESSON.format(classes=classes, bound=bound)
+
+
+def hardware_note(values: dict) -> str:
+    """What the System settings come to on this machine, e.g. "On this machine (the CPU): precision
+    bf16 (bf16 units: yes), torch.compile off, augmentation in the loader." """
+    from lib.base.device import compile_pays, fast_bf16, resolve_device, resolve_precision
+    device = resolve_device("auto")
+    precision, problem = resolve_precision(values.get("precision", "auto"), device)
+    compiled = compile_pays(values.get("compile_model", "auto"), device)
+    where = values.get("augment_on", "auto")
+    on_device = where == "device" or (where == "auto" and device.startswith("cuda"))
+    place = (f"on the {'GPU' if device.startswith('cuda') else 'CPU'}, a whole batch at a time (in the loader "
+             f"if the pipeline has a step without a batched form)") if on_device else "in the loader"
+    text = (f"On this machine ({'a GPU' if device.startswith('cuda') else 'the CPU'}, bf16 units: "
+            f"{'yes' if fast_bf16(device) else 'no'}): precision **{precision}**, torch.compile "
+            f"**{'on' if compiled else 'off'}**, augmentation {place}. The job's log and records say what ran.")
+    return text + (f" {problem}." if problem else "")
